@@ -1,0 +1,86 @@
+"""Coalesce single-series tasks into as few model calls as the families allow.
+
+Tasks for one model share a call when their results cannot depend on the grouping:
+Bolt answers any horizon up to its native one from the same single pass, so Bolt tasks
+of different horizons and quantile levels share one call (run at the longest horizon with
+the union of levels, then sliced). Chronos-2 and T5 tasks share a call per horizon; T5
+also per sample count and seed, because sampling is seeded per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bentos.chronos.schemas import SeriesForecast, SeriesTask
+from training_hooks.chronos import ChronosRuntime, ForecastBatch, quantile_key
+
+
+@dataclass
+class TaskGroup:
+    """Tasks answered by one model call."""
+
+    model: str
+    horizon: int
+    levels: tuple[float, ...]
+    num_samples: int | None
+    seed: int | None
+    allow_long_horizon: bool
+    indices: list[int] = field(default_factory=list)
+
+
+def group_tasks(
+    tasks: Sequence[SeriesTask], runtime_of: Callable[[str], ChronosRuntime]
+) -> list[TaskGroup]:
+    """Partition ``tasks`` (by index) into model calls."""
+    groups: dict[tuple, TaskGroup] = {}
+    for index, task in enumerate(tasks):
+        runtime = runtime_of(task.model)
+        merge_horizons = (
+            runtime.kind == "bolt" and task.prediction_length <= runtime.prediction_length
+        )
+        key = (
+            task.model,
+            None if merge_horizons else task.prediction_length,
+            task.num_samples if runtime.kind == "t5" else None,
+            task.seed if runtime.kind == "t5" else None,
+            task.allow_long_horizon,
+        )
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = TaskGroup(
+                model=task.model,
+                horizon=task.prediction_length,
+                levels=(),
+                num_samples=key[2],
+                seed=key[3],
+                allow_long_horizon=task.allow_long_horizon,
+            )
+        group.horizon = max(group.horizon, task.prediction_length)
+        group.levels = tuple(sorted(set(group.levels) | set(task.quantile_levels)))
+        group.indices.append(index)
+    return list(groups.values())
+
+
+def slice_forecast(
+    batch: ForecastBatch, row: int, task: SeriesTask, version: str, alias: str | None
+) -> SeriesForecast:
+    """One task's answer out of its group's batch: its horizon and its levels only."""
+    horizon = task.prediction_length
+    position = {level: i for i, level in enumerate(batch.quantile_levels)}
+    quantiles = {
+        quantile_key(level): batch.quantiles[row, :horizon, position[level]].tolist()
+        for level in task.quantile_levels
+    }
+    samples = None
+    if task.return_samples and batch.samples is not None:
+        samples = np.asarray(batch.samples[row, :, :horizon]).tolist()
+    return SeriesForecast(
+        version=version,
+        alias=alias,
+        mean=batch.mean[row, :horizon].tolist(),
+        quantiles=quantiles,
+        samples=samples,
+    )

@@ -1,0 +1,102 @@
+"""Request and response schemas of the Chronos forecasting service.
+
+The request is the shape users of hosted Chronos endpoints know:
+``{"inputs": [{"target": [...], "item_id": "SPY"}], "parameters": {...}}``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bentos.shared.lineage import ModelRef
+
+DEFAULT_QUANTILE_LEVELS = [0.1, 0.5, 0.9]
+
+
+class SeriesInput(BaseModel):
+    """One series; ``null`` or ``NaN`` in ``target`` marks a missing observation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: list[float | None] = Field(description="Observations, oldest first")
+    item_id: str | None = Field(default=None, max_length=256)
+    start: str | None = Field(
+        default=None, description="Timestamp of the first observation (needs parameters.freq)"
+    )
+
+
+class ForecastParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_length: int = Field(default=1, ge=1, description="Forecast horizon in steps")
+    quantile_levels: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_QUANTILE_LEVELS), min_length=1, max_length=99
+    )
+    model: str | None = Field(default=None, description="Served model (default: the default)")
+    num_samples: int | None = Field(default=None, ge=1, le=1000, description="T5 only")
+    seed: int | None = Field(default=None, description="T5 only: reproducible sampling")
+    return_samples: bool = Field(default=False, description="T5 only: include sample paths")
+    allow_long_horizon: bool = Field(
+        default=False, description="Allow horizons above the model's native limit"
+    )
+    freq: str | None = Field(default=None, description="Pandas frequency, used with start")
+
+
+class ForecastRequest(BaseModel):
+    inputs: list[SeriesInput]
+    parameters: ForecastParameters = Field(default_factory=ForecastParameters)
+
+
+class SeriesTask(BaseModel):
+    """One already-validated series for the batched model call."""
+
+    model: str
+    target: list[float | None]
+    prediction_length: int
+    quantile_levels: list[float]
+    num_samples: int | None = None
+    seed: int | None = None
+    return_samples: bool = False
+    allow_long_horizon: bool = False
+
+
+class SeriesForecast(BaseModel):
+    """The batched call's answer for one series, with the version that produced it."""
+
+    version: str
+    alias: str | None
+    mean: list[float]
+    quantiles: dict[str, list[float]]
+    samples: list[list[float]] | None = None
+
+
+class Prediction(BaseModel):
+    """One series' forecast: ``mean`` plus one key per quantile level ("0.1", "0.5", ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    item_id: str | None = None
+    mean: list[float]
+    start: str | None = None
+    samples: list[list[float]] | None = None
+
+
+class ForecastResponse(BaseModel):
+    predictions: list[Prediction]
+    model: ModelRef
+
+
+class ServedChronosModel(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    kind: str
+    context_length: int
+    prediction_length: int
+    quantile_levels: list[float]
+    device: str
+
+
+class ModelsResponse(BaseModel):
+    default_model: str
+    models: list[ServedChronosModel]

@@ -1,0 +1,187 @@
+"""ChronosForecaster: Chronos T5, Bolt and Chronos-2 forecasts with adaptive batching.
+
+``POST /forecast`` validates a whole request (every series, the horizon, the levels) and
+then hands its series to ``forecast_series``, a batchable endpoint: BentoML's dispatcher
+coalesces series from concurrent requests into shared model calls.
+"""
+
+from __future__ import annotations
+
+import bentoml
+import pandas as pd
+
+from bentos.chronos.batching import group_tasks, slice_forecast
+from bentos.chronos.schemas import (
+    ForecastParameters,
+    ForecastResponse,
+    ModelsResponse,
+    Prediction,
+    SeriesForecast,
+    SeriesInput,
+    SeriesTask,
+    ServedChronosModel,
+)
+from bentos.shared.errors import client_errors
+from bentos.shared.lineage import ModelRef
+from bentos.shared.metrics import observe_call
+from bentos.shared.model_source import ModelSet, choose_device
+from bentos.shared.protection import protect
+from bentos.shared.runtime_config import Batching, configured_batching
+from bentos.shared.settings import get_serving_settings
+from registry.errors import TradeserveError
+from registry.families import Family
+from training_hooks.chronos import ChronosRuntime
+
+SERVICE_NAME = "ChronosForecaster"
+# Generous latency budget: under load a series waits for the batch in flight instead of
+# being shed with 503; configuration.yaml tunes both values per deployment.
+BATCHING = configured_batching(SERVICE_NAME, Batching(max_batch_size=64, max_latency_ms=30_000))
+
+
+@bentoml.service(
+    name=SERVICE_NAME,
+    resources={"gpu": 1},
+    traffic={"timeout": 60},
+)
+class ChronosForecaster:
+    """Serves every promoted Chronos model of the registry (or of the bento)."""
+
+    def __init__(self) -> None:
+        settings = get_serving_settings()
+        self.settings = settings
+        self.models = ModelSet(Family.CHRONOS, settings.chronos_models, device=choose_device())
+        self.models.load()
+
+    def __is_ready__(self) -> bool:
+        return self.models.ready
+
+    @property
+    def default_model(self) -> str:
+        names = sorted(self.models.models)
+        return next((name for name in names if "bolt" in name), names[0])
+
+    def runtime(self, name: str) -> ChronosRuntime:
+        return self.models.get(name).runtime
+
+    @bentoml.api(route="/forecast")
+    @client_errors
+    async def forecast(
+        self, inputs: list[SeriesInput], parameters: ForecastParameters | None = None
+    ) -> ForecastResponse:
+        """Forecast every series in ``inputs`` with one model."""
+        parameters = parameters or ForecastParameters()
+        name = parameters.model or self.default_model
+        runtime = self.runtime(name)
+        self._check_size(inputs)
+        runtime.validate(
+            [series.target for series in inputs],
+            parameters.prediction_length,
+            parameters.quantile_levels,
+            num_samples=parameters.num_samples,
+            allow_long_horizon=parameters.allow_long_horizon,
+            labels=[series.item_id or f"inputs[{i}]" for i, series in enumerate(inputs)],
+        )
+        starts = [forecast_start(series, parameters.freq) for series in inputs]
+        tasks = [
+            SeriesTask(
+                model=name,
+                target=series.target,
+                prediction_length=parameters.prediction_length,
+                quantile_levels=parameters.quantile_levels,
+                num_samples=parameters.num_samples,
+                seed=parameters.seed,
+                return_samples=parameters.return_samples,
+                allow_long_horizon=parameters.allow_long_horizon,
+            )
+            for series in inputs
+        ]
+        results: list[SeriesForecast] = await self.to_async.forecast_series(tasks)
+        predictions = [
+            Prediction(
+                item_id=series.item_id,
+                mean=result.mean,
+                start=start,
+                samples=result.samples,
+                **result.quantiles,
+            )
+            for series, start, result in zip(inputs, starts, results, strict=True)
+        ]
+        first = results[0]
+        return ForecastResponse(
+            predictions=predictions,
+            model=ModelRef(name=name, version=first.version, alias=first.alias),
+        )
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=BATCHING.max_batch_size,
+        max_latency_ms=BATCHING.max_latency_ms,
+    )
+    def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """Batched model calls for single series (see ``bentos.chronos.batching``)."""
+        results: list[SeriesForecast | None] = [None] * len(tasks)
+        served = {task.model: self.models.get(task.model) for task in tasks}
+        for group in group_tasks(tasks, lambda name: served[name].runtime):
+            model = served[group.model]
+            with observe_call(SERVICE_NAME, model.ref, len(group.indices)):
+                batch = model.runtime.forecast(
+                    [tasks[i].target for i in group.indices],
+                    group.horizon,
+                    group.levels,
+                    num_samples=group.num_samples,
+                    seed=group.seed,
+                    allow_long_horizon=group.allow_long_horizon,
+                )
+            for row, index in enumerate(group.indices):
+                results[index] = slice_forecast(
+                    batch, row, tasks[index], model.ref.version, model.ref.alias
+                )
+        return results  # type: ignore[return-value]
+
+    @bentoml.api(route="/models")
+    def served_models(self) -> ModelsResponse:
+        """The models this service answers with."""
+        return ModelsResponse(
+            default_model=self.default_model,
+            models=[
+                ServedChronosModel(
+                    name=served.ref.name,
+                    version=served.ref.version,
+                    alias=served.ref.alias,
+                    kind=served.runtime.kind,
+                    context_length=served.runtime.context_length,
+                    prediction_length=served.runtime.prediction_length,
+                    quantile_levels=served.runtime.quantile_levels,
+                    device=self.models.device,
+                )
+                for served in self.models.models.values()
+            ],
+        )
+
+    def _check_size(self, inputs: list[SeriesInput]) -> None:
+        limit = self.settings.max_series_per_request
+        if len(inputs) > limit:
+            raise TradeserveError(f"{len(inputs)} series in one request; the limit is {limit}")
+        longest = max((len(series.target) for series in inputs), default=0)
+        if longest > self.settings.max_series_length:
+            raise TradeserveError(
+                f"a series has {longest} observations; the limit is "
+                f"{self.settings.max_series_length} (older points add nothing: Chronos keeps "
+                "only its context length)"
+            )
+
+
+def forecast_start(series: SeriesInput, freq: str | None) -> str | None:
+    """Timestamp of the first forecast step, when the series has a start and a frequency."""
+    if series.start is None or freq is None:
+        return None
+    try:
+        steps = pd.date_range(series.start, periods=len(series.target) + 1, freq=freq)
+    except (ValueError, TypeError) as error:
+        raise TradeserveError(
+            f"cannot combine start '{series.start}' with freq '{freq}': {error}"
+        ) from None
+    return steps[-1].isoformat()
+
+
+protect(ChronosForecaster)

@@ -1,0 +1,1 @@
+"""Serving concerns shared by every tradeserve BentoML service, written once."""

@@ -1,0 +1,172 @@
+"""Which model versions a service serves, and loading them onto the right device.
+
+Models come from the MLflow registry (resolved through the promotion alias at start-up)
+or, in a built bento, from the bento's own BentoML model store, where ``tradeserve build``
+imported them with their registry lineage as labels. The set of served models is
+replaced as a whole, so a request always sees one consistent set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bentos.shared.lineage import ModelRef
+from bentos.shared.settings import ServingSettings, get_serving_settings
+from registry.catalog import list_models
+from registry.errors import ModelNotFoundError, NotPromotedError
+from registry.families import Family
+from registry.loading import load_runtime, load_version
+from registry.resolve import resolve
+
+logger = logging.getLogger("tradeserve.serving")
+
+# Labels `tradeserve build` puts on models it imports into the BentoML store.
+LABEL_FAMILY = "family"
+LABEL_NAME = "registered_name"
+LABEL_VERSION = "registered_version"
+LABEL_ALIAS = "alias"
+MLFLOW_MODEL_DIR = "mlflow_model"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version and where it came from."""
+
+    ref: ModelRef
+    family: Family
+    runtime: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def choose_device(settings: ServingSettings | None = None) -> str:
+    """``cuda`` when configured or (auto) available, else ``cpu``."""
+    settings = settings or get_serving_settings()
+    if settings.device != "auto":
+        return settings.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def running_from_bento() -> bool:
+    """True when the service code runs from a built bento (its ``bento.yaml`` beside src)."""
+    return (Path.cwd().parent / "bento.yaml").is_file() or Path("bento.yaml").is_file()
+
+
+def source_kind(settings: ServingSettings | None = None) -> str:
+    settings = settings or get_serving_settings()
+    if settings.model_source != "auto":
+        return settings.model_source
+    return "bento" if running_from_bento() else "registry"
+
+
+class ModelSet:
+    """The models of one family that a service serves."""
+
+    def __init__(self, family: Family, names: Iterable[str] | None = None, device: str = "cpu"):
+        self.family = family
+        self.requested = list(names) if names else None
+        self.device = device
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    def load(self, kind: str | None = None) -> None:
+        """Load every served model (start-up); raises if one cannot be loaded."""
+        kind = kind or source_kind()
+        loaded = self._load_from_bento() if kind == "bento" else self._load_from_registry()
+        if not loaded:
+            raise NotPromotedError(
+                f"no promoted {self.family.value} model to serve; run `tradeserve demo` or "
+                "promote one with `tradeserve promote NAME VERSION`"
+            )
+        with self._lock:
+            self._models = {served.ref.name: served for served in loaded}
+        for served in loaded:
+            logger.info(
+                "serving %s version %s (%s) on %s",
+                served.ref.name,
+                served.ref.version,
+                served.ref.alias,
+                self.device,
+            )
+
+    def get(self, name: str) -> ServedModel:
+        """The served model ``name``; 404-class error naming the served ones otherwise."""
+        models = self._models
+        if name not in models:
+            raise ModelNotFoundError(
+                f"model '{name}' is not served here; served {self.family.value} models: "
+                f"{', '.join(sorted(models)) or 'none'}"
+            )
+        return models[name]
+
+    def replace(self, served: ServedModel) -> None:
+        """Swap one model in atomically (the dict is replaced, never mutated)."""
+        with self._lock:
+            self._models = {**self._models, served.ref.name: served}
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        return self._models
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._models)
+
+    def _names_from_registry(self) -> list[str]:
+        if self.requested:
+            return self.requested
+        return [
+            summary.name
+            for summary in list_models()
+            if summary.family == self.family.value and summary.version is not None
+        ]
+
+    def _load_from_registry(self) -> list[ServedModel]:
+        served = []
+        for name in self._names_from_registry():
+            resolved = resolve(name)
+            loaded = load_version(resolved, device=self.device)
+            served.append(
+                ServedModel(
+                    ref=ModelRef(name=name, version=resolved.version, alias=resolved.alias),
+                    family=self.family,
+                    runtime=loaded.runtime,
+                    metadata=loaded.metadata,
+                )
+            )
+        return served
+
+    def _load_from_bento(self) -> list[ServedModel]:
+        import bentoml
+
+        served = []
+        for bento_model in bentoml.models.list():
+            labels = bento_model.info.labels
+            if labels.get(LABEL_FAMILY) != self.family.value:
+                continue
+            name = labels[LABEL_NAME]
+            if self.requested and name not in self.requested:
+                continue
+            model_dir = Path(bento_model.path_of(MLFLOW_MODEL_DIR))
+            runtime, metadata = load_runtime(model_dir, self.family, self.device)
+            served.append(
+                ServedModel(
+                    ref=ModelRef(
+                        name=name,
+                        version=labels[LABEL_VERSION],
+                        alias=labels.get(LABEL_ALIAS) or None,
+                    ),
+                    family=self.family,
+                    runtime=runtime,
+                    metadata=metadata,
+                )
+            )
+        return served

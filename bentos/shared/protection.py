@@ -1,0 +1,29 @@
+"""Apply the shared request protections (size limit, optional API key) to a service."""
+
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+from bentos.shared.auth import ApiKeyMiddleware
+from bentos.shared.limits import RequestSizeLimitMiddleware
+from bentos.shared.settings import get_serving_settings
+
+S = TypeVar("S")
+
+# BentoML's HTTP clients (the in-process proxy a service uses to reach its own batched
+# endpoints, and proxies to dependencies) send this token as a Bearer header.
+_CLIENT_TOKEN_ENV = "BENTO_CLOUD_API_KEY"
+
+
+def protect(service: S) -> S:
+    """Add the size limit and, when ``TRADESERVE_API_KEY`` is set, API-key auth."""
+    settings = get_serving_settings()
+    service.add_asgi_middleware(  # type: ignore[attr-defined]
+        RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes
+    )
+    if settings.api_key is not None:
+        key = settings.api_key.get_secret_value()
+        os.environ.setdefault(_CLIENT_TOKEN_ENV, key)
+        service.add_asgi_middleware(ApiKeyMiddleware, api_key=key)  # type: ignore[attr-defined]
+    return service

@@ -1,0 +1,46 @@
+"""Typed settings of the BentoML services (environment prefix ``TRADESERVE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Runtime knobs of the tradeserve services that BentoML's own config does not cover."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADESERVE_", extra="ignore")
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, every route but the probes needs X-API-Key or a Bearer token.",
+    )
+    model_source: Literal["auto", "registry", "bento"] = Field(
+        default="auto",
+        description="Where models come from: the MLflow registry (live), the bento's own "
+        "model store (built bentos), or auto (bento when running from a built bento).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Model device: CUDA when present (auto), or forced."
+    )
+    chronos_bf16: bool = Field(default=False, description="Run Chronos in bfloat16 on CUDA.")
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024, description="Larger request bodies get 413."
+    )
+    max_series_per_request: int = Field(default=1000, description="Forecast request limit.")
+    max_series_length: int = Field(default=100_000, description="Longest accepted series.")
+    max_rows_per_request: int = Field(default=10_000, description="Factor request row limit.")
+    chronos_models: list[str] | None = Field(
+        default=None, description="Chronos models to serve (default: every promoted one)."
+    )
+    factor_models: list[str] | None = Field(
+        default=None, description="Factor models to serve (default: every promoted one)."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()

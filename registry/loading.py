@@ -1,0 +1,84 @@
+"""Load a registered version as its native family runtime (no pickle).
+
+The promotion gate, the demo, the BentoML services and ``tradeserve build`` all load models
+here, so a version behaves identically wherever it runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model
+
+from registry import store
+from registry.families import Family
+from registry.resolve import ResolvedVersion
+
+PYFUNC = "python_function"
+MODEL_ARTIFACT = "model"
+
+
+@dataclass
+class LoadedModel:
+    """A version's runtime plus what was logged with it."""
+
+    resolved: ResolvedVersion
+    runtime: Any  # training_hooks.runtime.FamilyRuntime
+    model_dir: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def input_example(self) -> pd.DataFrame | None:
+        """The input example logged with the version, if any."""
+        example = Model.load(self.model_dir).load_input_example(str(self.model_dir))
+        return (
+            example
+            if example is None or isinstance(example, pd.DataFrame)
+            else pd.DataFrame(example)
+        )
+
+
+def download(resolved: ResolvedVersion, destination: Path | None = None) -> Path:
+    """Download the version's MLflow model folder (the one holding ``MLmodel``)."""
+    target = destination or Path(tempfile.mkdtemp(prefix=f"{resolved.name}-v{resolved.version}-"))
+    target.mkdir(parents=True, exist_ok=True)
+    store.configure()
+    with store.translate_errors(f"artifacts of {resolved.name} version {resolved.version}"):
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=resolved.model_uri, dst_path=str(target)
+        )
+    return Path(path)
+
+
+def load_runtime(
+    model_dir: Path, family: Family, device: str = "cpu"
+) -> tuple[Any, dict[str, Any]]:
+    """The family runtime stored in ``model_dir`` and the model's logged metadata."""
+    from training_hooks.runtime import runtime_class
+
+    mlmodel = Model.load(str(model_dir))
+    pyfunc_conf = mlmodel.flavors.get(PYFUNC, {})
+    config = dict(pyfunc_conf.get("config") or pyfunc_conf.get("model_config") or {})
+    runtime_cls = runtime_class(family)
+    if config.get("family"):
+        if config.pop("family") != family.value:
+            raise ValueError(f"{model_dir} holds a model of another family than {family.value}")
+        config.pop("device", None)
+        artifact = pyfunc_conf["artifacts"][MODEL_ARTIFACT]["path"]
+        runtime = runtime_cls.load(model_dir / artifact, config, device=device)
+    else:  # native flavors (XGBoost) read the MLflow model folder themselves
+        runtime = runtime_cls.load(model_dir, config, device=device)
+    return runtime, dict(mlmodel.metadata or {})
+
+
+def load_version(
+    resolved: ResolvedVersion, device: str = "cpu", destination: Path | None = None
+) -> LoadedModel:
+    """Download and load ``resolved`` onto ``device``."""
+    model_dir = download(resolved, destination)
+    runtime, metadata = load_runtime(model_dir, resolved.family, device)
+    return LoadedModel(resolved=resolved, runtime=runtime, model_dir=model_dir, metadata=metadata)

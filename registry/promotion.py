@@ -1,0 +1,149 @@
+"""Gated promotion and rollback of registered versions, with an audit entry for each.
+
+A promotion moves the alias (``champion`` by default) and mirrors the legacy stage
+``Production`` (archiving the previous one) so stage-based clients and the MLflow UI's stage
+view agree. Nothing changes unless the candidate passes :mod:`registry.gate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from mlflow import MlflowClient
+from pydantic import BaseModel
+
+from registry import audit, store
+from registry.errors import GateError, NotPromotedError, TradeserveError
+from registry.gate import GateReport, MetricThreshold, validate_version
+from registry.resolve import ResolvedVersion, get_version, resolve
+from registry.settings import get_settings
+
+VALIDATION_TAG = "validation_status"
+VALIDATION_ERROR_TAG = "validation_error"
+
+
+class PromotionResult(BaseModel):
+    """What a promotion or rollback did."""
+
+    event: Literal["promote", "rollback"]
+    name: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    changed: bool
+    report: GateReport
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"{self.name}@{self.alias} is already version {self.to_version} (re-validated)"
+        before = f"version {self.from_version}" if self.from_version else "no version"
+        return f"{self.name}@{self.alias}: {before} -> version {self.to_version} ({self.event})"
+
+
+def promote(
+    name: str,
+    version: str | int,
+    alias: str | None = None,
+    reason: str | None = None,
+    thresholds: Sequence[MetricThreshold] = (),
+    client: MlflowClient | None = None,
+) -> PromotionResult:
+    """Validate ``name`` version ``version`` and, if it passes, make it the ``alias`` holder."""
+    mlflow_client = client or store.client()
+    alias = alias or get_settings().alias
+    candidate = get_version(name, version, mlflow_client)
+    return _move_alias("promote", candidate, alias, reason, thresholds, mlflow_client)
+
+
+def rollback(
+    name: str,
+    alias: str | None = None,
+    reason: str | None = None,
+    client: MlflowClient | None = None,
+) -> PromotionResult:
+    """Return ``alias`` to the version that held it before the current one (gated too)."""
+    mlflow_client = client or store.client()
+    alias = alias or get_settings().alias
+    current = current_holder(name, alias, mlflow_client)
+    stack = audit.champion_stack(audit.history(name, alias, mlflow_client))
+    if current is not None and stack and stack[-1] != current.version:
+        target = stack[-1]  # the alias was moved outside tradeserve: go back to our last one
+    elif len(stack) >= 2:
+        target = stack[-2]
+    else:
+        raise TradeserveError(
+            f"no earlier {alias} of '{name}' is recorded, so there is nothing to roll back to; "
+            f"promote a version explicitly with `tradeserve promote {name} VERSION`"
+        )
+    candidate = get_version(name, target, mlflow_client)
+    return _move_alias("rollback", candidate, alias, reason, (), mlflow_client)
+
+
+def current_holder(name: str, alias: str, client: MlflowClient) -> ResolvedVersion | None:
+    """The version holding ``alias`` (no stage fallback), or None."""
+    try:
+        resolved = resolve(name, alias, client)
+    except NotPromotedError:
+        return None
+    return resolved if resolved.alias == alias else None
+
+
+def _move_alias(
+    event: Literal["promote", "rollback"],
+    candidate: ResolvedVersion,
+    alias: str,
+    reason: str | None,
+    thresholds: Sequence[MetricThreshold],
+    client: MlflowClient,
+) -> PromotionResult:
+    previous = current_holder(candidate.name, alias, client)
+    report = validate_version(candidate, thresholds, client)
+    entry = audit.AuditEntry(
+        event=event,
+        name=candidate.name,
+        alias=alias,
+        from_version=previous.version if previous else None,
+        to_version=candidate.version,
+        actor=audit.current_actor(),
+        time=audit.now(),
+        reason=reason,
+        passed=report.passed,
+        problems=report.problems,
+    )
+    with store.translate_errors():
+        if not report.passed:
+            client.set_model_version_tag(
+                candidate.name, candidate.version, VALIDATION_TAG, "failed"
+            )
+            client.set_model_version_tag(
+                candidate.name, candidate.version, VALIDATION_ERROR_TAG, "; ".join(report.problems)
+            )
+            audit.record(entry, client)
+            stays = f"version {previous.version}" if previous else "unset"
+            raise GateError(
+                f"version {candidate.version} of '{candidate.name}' failed the promotion gate: "
+                f"{'; '.join(report.problems)}. {alias} stays {stays}"
+            )
+        client.set_model_version_tag(candidate.name, candidate.version, VALIDATION_TAG, "passed")
+        if VALIDATION_ERROR_TAG in candidate.tags:
+            client.delete_model_version_tag(candidate.name, candidate.version, VALIDATION_ERROR_TAG)
+        client.set_registered_model_alias(candidate.name, alias, candidate.version)
+        settings = get_settings()
+        if alias == settings.alias:
+            client.transition_model_version_stage(
+                candidate.name,
+                candidate.version,
+                settings.legacy_stage,
+                archive_existing_versions=True,
+            )
+        audit.record(entry, client)
+    return PromotionResult(
+        event=event,
+        name=candidate.name,
+        alias=alias,
+        from_version=entry.from_version,
+        to_version=candidate.version,
+        changed=entry.from_version != candidate.version,
+        report=report,
+    )

@@ -1,0 +1,101 @@
+"""The one place that connects to MLflow: tracking/registry URIs, client, experiment."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+
+from registry.errors import ModelNotFoundError, RegistryUnavailableError
+from registry.settings import Settings, get_settings
+
+# MLflow retries unreachable servers for minutes by default; tradeserve fails fast and lets
+# callers (CLI, services) decide how to retry. Users can still override both variables.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+# Stage APIs are deprecated but still mirrored on purpose (DESIGN.md); keep logs readable.
+warnings.filterwarnings("ignore", message=".*[Ss]tage.*deprecated.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def configure(settings: Settings | None = None) -> Settings:
+    """Point the ``mlflow`` module at tradeserve's registry (creating the embedded store)."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.effective_tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri or settings.effective_tracking_uri)
+    return settings
+
+
+def client(settings: Settings | None = None) -> MlflowClient:
+    """A client for tradeserve's registry."""
+    settings = configure(settings)
+    return MlflowClient(
+        tracking_uri=settings.effective_tracking_uri,
+        registry_uri=settings.registry_uri or settings.effective_tracking_uri,
+    )
+
+
+def ensure_experiment(settings: Settings | None = None) -> str:
+    """Create (once) and activate the training experiment; return its id."""
+    settings = configure(settings)
+    mlflow_client = client(settings)
+    with translate_errors():
+        experiment = mlflow_client.get_experiment_by_name(settings.experiment)
+        if experiment is None:
+            experiment_id = mlflow_client.create_experiment(
+                settings.experiment, artifact_location=settings.artifact_root
+            )
+        else:
+            experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def is_not_found(error: MlflowException) -> bool:
+    return error.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+@contextlib.contextmanager
+def translate_errors(subject: str | None = None) -> Iterator[None]:
+    """Turn MLflow connection and lookup failures into tradeserve errors with clear text."""
+    settings = get_settings()
+    try:
+        yield
+    except RestException as error:
+        if is_not_found(error):
+            raise ModelNotFoundError(
+                _first_line(error.message)
+                if subject is None
+                else f"{subject} does not exist in the registry"
+            ) from error
+        raise
+    except MlflowException as error:
+        text = str(error)
+        if "API request to" in text and ("failed" in text or "exceeded" in text):
+            raise RegistryUnavailableError(
+                f"cannot reach the MLflow registry at {settings.effective_tracking_uri}"
+            ) from error
+        if is_not_found(error):
+            raise ModelNotFoundError(
+                _first_line(text)
+                if subject is None
+                else f"{subject} does not exist in the registry"
+            ) from error
+        raise
+    except OSError as error:
+        raise RegistryUnavailableError(
+            f"cannot reach the MLflow registry at {settings.effective_tracking_uri}: {error}"
+        ) from error
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

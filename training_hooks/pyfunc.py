@@ -1,0 +1,41 @@
+"""One MLflow pyfunc for every pickle-free family: a thin adapter over its runtime.
+
+Models are logged "from code" (``pyfunc_entry.py``), so loading them executes that small
+file instead of unpickling an object; the weights stay plain files (safetensors, JSON).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModelContext as PythonContext
+
+from training_hooks.runtime import FamilyRuntime, runtime_class
+
+ARTIFACT_KEY = "model"
+ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+
+
+class TradeservePyfunc(PythonModel):
+    """Dispatches to the runtime named by ``model_config["family"]``."""
+
+    runtime: FamilyRuntime
+
+    def load_context(self, context: PythonContext) -> None:
+        config = dict(context.model_config or {})
+        family = config.pop("family")
+        device = config.pop("device", "cpu")
+        self.runtime = runtime_class(family).load(
+            Path(context.artifacts[ARTIFACT_KEY]), config, device=device
+        )
+
+    def predict(
+        self,
+        context: PythonContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        return self.runtime.predict(model_input, params)
