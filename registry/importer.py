@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 import pickle
 from collections import defaultdict
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from registry import store
 from registry.errors import TradeserveError
+from registry.settings import Settings
 from training_hooks.factor import (
     SHA_TAG,
     FactorTrainingInfo,
@@ -76,8 +76,7 @@ class ArtifactImportError(TradeserveError):
 
 def trusted_pickle_dirs() -> list[Path]:
     """Directories from ``TRADESERVE_TRUSTED_PICKLE_DIRS`` (``os.pathsep``-separated)."""
-    raw = os.environ.get(TRUSTED_DIRS_ENV, "")
-    return [Path(part).expanduser().resolve() for part in raw.split(os.pathsep) if part.strip()]
+    return Settings().trusted_pickle_dirs
 
 
 def is_trusted(path: Path, trusted_dirs: Sequence[Path] | None = None) -> bool:
@@ -143,6 +142,8 @@ def parse_group(
     selected = info_json.selected_factors if info_json else _strings(info.get("selected_factors"))
     factors = _factors(group_key, files.get("factors_txt"), selected, booster)
     factors = _fit_feature_dim(group_key, factors, booster.num_features(), warnings)
+    if booster.feature_names and list(booster.feature_names) != factors:
+        warnings.append("model JSON feature names differ from the factor list; using the list")
     return ParsedGroup(
         group_key=group_key,
         name=factor_model_name(group_key),

@@ -68,6 +68,16 @@ def get_version(
     return to_resolved(found, alias=None)
 
 
+def latest_version(name: str, client: MlflowClient | None = None) -> ResolvedVersion:
+    """The newest version of ``name``."""
+    mlflow_client = client or store.client()
+    with store.translate_errors(f"registered model '{name}'"):
+        versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise ModelNotFoundError(f"registered model '{name}' has no versions")
+    return to_resolved(max(versions, key=lambda v: int(v.version)), alias=None)
+
+
 def to_resolved(version: ModelVersion, alias: str | None) -> ResolvedVersion:
     return ResolvedVersion(
         name=version.name,
@@ -90,4 +100,11 @@ def _by_alias(mlflow_client: MlflowClient, name: str, alias: str) -> ModelVersio
         raise
 
 
-__all__ = ["ModelNotFoundError", "NotPromotedError", "ResolvedVersion", "get_version", "resolve"]
+__all__ = [
+    "ModelNotFoundError",
+    "NotPromotedError",
+    "ResolvedVersion",
+    "get_version",
+    "latest_version",
+    "resolve",
+]

@@ -31,7 +31,10 @@ def configure(settings: Settings | None = None) -> Settings:
     if settings.embedded:
         settings.home_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.effective_tracking_uri)
-    mlflow.set_registry_uri(settings.registry_uri or settings.effective_tracking_uri)
+    # Both setters also export MLFLOW_*_URI to os.environ (inherited by child processes);
+    # the registry URI is set only when it differs, MLflow otherwise follows the tracking URI.
+    if settings.registry_uri:
+        mlflow.set_registry_uri(settings.registry_uri)
     return settings
 
 

@@ -47,7 +47,7 @@ def test_resolve_prefers_alias_then_falls_back_to_stage(embedded_registry) -> No
     client = store.client()
     _register_bare_versions("factor-core_test", 3)
 
-    with pytest.raises(NotPromotedError, match="factor-core_test.*tradeserve promote"):
+    with pytest.raises(NotPromotedError, match=r"factor-core_test.*tradeserve promote"):
         resolve("factor-core_test")
 
     client.transition_model_version_stage("factor-core_test", "2", "Production")

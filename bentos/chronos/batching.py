@@ -3,8 +3,10 @@
 Tasks for one model share a call when their results cannot depend on the grouping:
 Bolt answers any horizon up to its native one from the same single pass, so Bolt tasks
 of different horizons and quantile levels share one call (run at the longest horizon with
-the union of levels, then sliced). Chronos-2 and T5 tasks share a call per horizon; T5
-also per sample count and seed, because sampling is seeded per call.
+the union of levels, then sliced). Chronos-2 and T5 tasks share a call per horizon, T5
+also per sample count. A seeded T5 series gets a call of its own: sampling draws from one
+random stream per call, so only then does the seed make the series reproducible whatever
+else is queued with it.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ def group_tasks(
         merge_horizons = (
             runtime.kind == "bolt" and task.prediction_length <= runtime.prediction_length
         )
+        seeded_t5 = runtime.kind == "t5" and task.seed is not None
         key = (
             task.model,
             None if merge_horizons else task.prediction_length,
             task.num_samples if runtime.kind == "t5" else None,
-            task.seed if runtime.kind == "t5" else None,
+            task.seed if seeded_t5 else None,
             task.allow_long_horizon,
+            index if seeded_t5 else None,
         )
         group = groups.get(key)
         if group is None:

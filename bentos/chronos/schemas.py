@@ -6,7 +6,15 @@ The request is the shape users of hosted Chronos endpoints know:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from bentos.shared.lineage import ModelRef
 
@@ -80,9 +88,20 @@ class Prediction(BaseModel):
     start: str | None = None
     samples: list[list[float]] | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``start`` and ``samples`` appear only when asked for."""
+        data = handler(self)
+        return {key: value for key, value in data.items() if value is not None or key == "item_id"}
+
 
 class ForecastResponse(BaseModel):
-    predictions: list[Prediction]
+    # Typed as mappings: quantile keys depend on the request, and BentoML's client keeps
+    # only declared properties of an object schema.
+    predictions: list[dict[str, Any]] = Field(
+        description="Per series: item_id, mean, one key per quantile level ('0.1', ...), "
+        "start and samples when asked for"
+    )
     model: ModelRef
 
 

@@ -1,8 +1,9 @@
 """ChronosForecaster: Chronos T5, Bolt and Chronos-2 forecasts with adaptive batching.
 
 ``POST /forecast`` validates a whole request (every series, the horizon, the levels) and
-then hands its series to ``forecast_series``, a batchable endpoint: BentoML's dispatcher
-coalesces series from concurrent requests into shared model calls.
+then queues its series on BentoML's adaptive-batching dispatcher, which coalesces series
+from concurrent requests into shared model calls. ``POST /forecast_series`` is the same
+queue as a plain ``batchable`` endpoint, for callers that send single series.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bentos.chronos.schemas import (
     SeriesTask,
     ServedChronosModel,
 )
+from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.errors import client_errors
 from bentos.shared.lineage import ModelRef
 from bentos.shared.metrics import observe_call
@@ -51,6 +53,7 @@ class ChronosForecaster:
         self.settings = settings
         self.models = ModelSet(Family.CHRONOS, settings.chronos_models, device=choose_device())
         self.models.load()
+        self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
 
     def __is_ready__(self) -> bool:
         return self.models.ready
@@ -95,7 +98,7 @@ class ChronosForecaster:
             )
             for series in inputs
         ]
-        results: list[SeriesForecast] = await self.to_async.forecast_series(tasks)
+        results = await self.batcher.submit(tasks)
         predictions = [
             Prediction(
                 item_id=series.item_id,
@@ -103,7 +106,7 @@ class ChronosForecaster:
                 start=start,
                 samples=result.samples,
                 **result.quantiles,
-            )
+            ).model_dump()
             for series, start, result in zip(inputs, starts, results, strict=True)
         ]
         first = results[0]
@@ -118,7 +121,11 @@ class ChronosForecaster:
         max_latency_ms=BATCHING.max_latency_ms,
     )
     def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """Batched model calls for single series (see ``bentos.chronos.batching``)."""
+        """Single series from many callers, coalesced by BentoML into shared model calls."""
+        return self.run_tasks(tasks)
+
+    def run_tasks(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """As few model calls as the families allow (see ``bentos.chronos.batching``)."""
         results: list[SeriesForecast | None] = [None] * len(tasks)
         served = {task.model: self.models.get(task.model) for task in tasks}
         for group in group_tasks(tasks, lambda name: served[name].runtime):

@@ -23,6 +23,7 @@ from registry.errors import ModelNotFoundError, NotPromotedError
 from registry.families import Family
 from registry.loading import load_runtime, load_version
 from registry.resolve import resolve
+from registry.settings import get_settings
 
 logger = logging.getLogger("tradeserve.serving")
 
@@ -82,9 +83,14 @@ class ModelSet:
         kind = kind or source_kind()
         loaded = self._load_from_bento() if kind == "bento" else self._load_from_registry()
         if not loaded:
+            where = (
+                "in this bento's model store"
+                if kind == "bento"
+                else f"in the registry at {get_settings().effective_tracking_uri}"
+            )
             raise NotPromotedError(
-                f"no promoted {self.family.value} model to serve; run `tradeserve demo` or "
-                "promote one with `tradeserve promote NAME VERSION`"
+                f"no promoted {self.family.value} model to serve {where}; run `tradeserve demo` "
+                "or promote one with `tradeserve promote NAME VERSION`"
             )
         with self._lock:
             self._models = {served.ref.name: served for served in loaded}
