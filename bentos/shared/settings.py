@@ -26,7 +26,6 @@ class ServingSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Model device: CUDA when present (auto), or forced."
     )
-    chronos_bf16: bool = Field(default=False, description="Run Chronos in bfloat16 on CUDA.")
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, description="Larger request bodies get 413."
     )
