@@ -22,9 +22,11 @@ from bentos.chronos.schemas import (
     SeriesTask,
     ServedChronosModel,
 )
+from bentos.shared.admin import mount_admin
 from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.errors import client_errors
 from bentos.shared.lineage import ModelRef
+from bentos.shared.live import start_live_updates
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet, choose_device
 from bentos.shared.protection import protect
@@ -54,9 +56,19 @@ class ChronosForecaster:
         self.models = ModelSet(Family.CHRONOS, settings.chronos_models, device=choose_device())
         self.models.load()
         self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
+        self.live = start_live_updates(SERVICE_NAME, self.models)
 
     def __is_ready__(self) -> bool:
         return self.models.ready
+
+    def model_sets(self) -> list[ModelSet]:
+        """Every set of models this service serves (for live promotion and /admin)."""
+        return [self.models]
+
+    @bentoml.on_shutdown
+    def stop_live_updates(self) -> None:
+        if self.live is not None:
+            self.live.stop()
 
     @property
     def default_model(self) -> str:
@@ -192,3 +204,4 @@ def forecast_start(series: SeriesInput, freq: str | None) -> str | None:
 
 
 protect(ChronosForecaster)
+mount_admin(ChronosForecaster, SERVICE_NAME)

@@ -19,7 +19,9 @@ from bentos.factor.schemas import (
     ServedFactorModel,
     VenueThresholdsResponse,
 )
+from bentos.shared.admin import mount_admin
 from bentos.shared.errors import client_errors
+from bentos.shared.live import start_live_updates
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet
 from bentos.shared.protection import protect
@@ -45,9 +47,19 @@ class FactorModels:
             self.venues.load()
         except NotPromotedError:
             logger.info("no venue-quantile table is promoted; /venue_quantiles answers 404")
+        self.live = start_live_updates(SERVICE_NAME, self.models, self.venues)
 
     def __is_ready__(self) -> bool:
         return self.models.ready
+
+    def model_sets(self) -> list[ModelSet]:
+        """Every set of models this service serves (for live promotion and /admin)."""
+        return [self.models, self.venues]
+
+    @bentoml.on_shutdown
+    def stop_live_updates(self) -> None:
+        if self.live is not None:
+            self.live.stop()
 
     @bentoml.api(route="/predict")
     @client_errors
@@ -155,3 +167,4 @@ def _floats(values: list[float | None]) -> list[float]:
 
 
 protect(FactorModels)
+mount_admin(FactorModels, SERVICE_NAME)

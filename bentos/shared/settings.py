@@ -23,6 +23,17 @@ class ServingSettings(BaseSettings):
         description="Where models come from: the MLflow registry (live), the bento's own "
         "model store (built bentos), or auto (bento when running from a built bento).",
     )
+    live: bool | None = Field(
+        default=None,
+        description="Follow promotions without a restart (default: on when models come from "
+        "the registry, off in built bentos whose models are baked in).",
+    )
+    poll_interval_s: float = Field(
+        default=10.0, gt=0, description="How often live mode checks the registry."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret of the MLflow registry webhook (HMAC-SHA256)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Model device: CUDA when present (auto), or forced."
     )

@@ -12,8 +12,10 @@ from collections import defaultdict
 import bentoml
 import numpy as np
 
+from bentos.shared.admin import mount_admin
 from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.errors import client_errors
+from bentos.shared.live import start_live_updates
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet, ServedModel, choose_device
 from bentos.shared.protection import protect
@@ -43,9 +45,19 @@ class Specialists:
         self.models = ModelSet(Family.SPECIALIST, device=choose_device())
         self.models.load()
         self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
+        self.live = start_live_updates(SERVICE_NAME, self.models)
 
     def __is_ready__(self) -> bool:
         return self.models.ready
+
+    def model_sets(self) -> list[ModelSet]:
+        """Every set of models this service serves (for live promotion and /admin)."""
+        return [self.models]
+
+    @bentoml.on_shutdown
+    def stop_live_updates(self) -> None:
+        if self.live is not None:
+            self.live.stop()
 
     def served(self, role: str) -> ServedModel:
         return self.models.get(specialist_name(role))
@@ -145,3 +157,4 @@ class Specialists:
 
 
 protect(Specialists)
+mount_admin(Specialists, SERVICE_NAME)
