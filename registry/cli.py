@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 from mlflow.exceptions import MlflowException
+from typer.exceptions import TyperException
 
 from registry.errors import TradeserveError
 
@@ -134,6 +136,62 @@ def demo(
     typer.echo(report.summary())
 
 
+@app.command()
+def build(
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--family",
+            "-f",
+            help="Bento to build: chronos, factor, specialists or regime_blend (repeatable; "
+            "default: all, the composite when bentofile.yaml exists).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bake the promoted versions into one bento per family (plus the composite)."""
+    from bentos.build import build as build_bentos
+
+    progress = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    report = build_bentos(family, progress=progress)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    rows = [
+        [bento.tag if i == 0 else "", m.name, m.version, m.alias or "-", m.bentoml_tag]
+        for bento in report.bentos
+        for i, m in enumerate(bento.models)
+    ]
+    typer.echo(render_table(["BENTO", "MODEL", "VERSION", "ALIAS", "BENTOML MODEL"], rows))
+    for skipped in report.skipped:
+        typer.echo(f"skipped: {skipped}")
+    typer.echo(f"BentoML store: {report.bentoml_home}")
+
+
+@app.command()
+def evaluate(
+    start: Annotated[str, typer.Option(help="First day of the held-out window.")] = "2015-01-01",
+    end: Annotated[str, typer.Option(help="Last day of the held-out window.")] = "2018-12-31",
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "SPX,NASDAQ",
+    modes: Annotated[str, typer.Option(help="Blend modes: argmax, mixture.")] = "argmax,mixture",
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log a run.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Walk-forward evaluation of RegimeBlend's decisions vs buy-and-hold, logged to MLflow."""
+    from training_hooks.evaluate import EvaluationConfig
+    from training_hooks.evaluate import evaluate as run_evaluation
+
+    config = EvaluationConfig(
+        start=start,
+        end=end,
+        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+    )
+    progress = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    report = run_evaluation(config, log_to_mlflow=not no_mlflow, progress=progress)
+    typer.echo(report.model_dump_json(indent=2) if as_json else report.summary())
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Plain fixed-width table."""
     widths = [
@@ -150,8 +208,19 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 1."""
+    # MLflow draws download progress bars on stderr (the gate downloads every candidate);
+    # they would bury the one-line error. Users can still switch them back on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        app()
+        result = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("tradeserve: interrupted", err=True)
+        sys.exit(130)
+    except TyperException as error:  # missing or bad arguments: one line, not a usage box
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context else "tradeserve"
+        typer.echo(f"tradeserve: {error.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(2)
     except TradeserveError as error:
         typer.echo(f"tradeserve: {error}", err=True)
         sys.exit(1)
@@ -162,6 +231,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("tradeserve: interrupted", err=True)
         sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

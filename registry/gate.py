@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import operator
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -35,11 +37,15 @@ class MetricThreshold(BaseModel):
     @classmethod
     def parse(cls, text: str) -> MetricThreshold:
         match = _THRESHOLD.match(text)
-        if not match:
+        try:
+            value = float(match.group(3)) if match else None
+        except ValueError:  # the pattern admits non-numbers such as "1.2.3" or "e"
+            value = None
+        if match is None or value is None:
             raise TradeserveError(
                 f"cannot read threshold '{text}'; write it as METRIC>=VALUE (or <=, >, <)"
             )
-        return cls(metric=match.group(1), op=match.group(2), value=float(match.group(3)))
+        return cls(metric=match.group(1), op=match.group(2), value=value)
 
     def __str__(self) -> str:
         return f"{self.metric}{self.op}{self.value:g}"
@@ -68,14 +74,19 @@ def validate_version(
     from registry.loading import load_version
 
     report = GateReport(name=candidate.name, version=candidate.version, family=candidate.family)
-    try:
-        loaded = load_version(candidate)
-    except Exception as error:  # any load failure is a gate failure, reported with its cause
-        report.problems.append(f"cannot load: {_describe(error)}")
-        return report
-    report.checks.append("load")
-    report.problems.extend(check_loaded(loaded))
-    report.checks.append("predict input example: shape and finite values")
+    # The downloaded copy is only needed while checking (Chronos folders are large).
+    with tempfile.TemporaryDirectory(
+        prefix=f"tradeserve-gate-{candidate.name}-v{candidate.version}-",
+        ignore_cleanup_errors=True,
+    ) as scratch:
+        try:
+            loaded = load_version(candidate, destination=Path(scratch))
+        except Exception as error:  # any load failure is a gate failure, reported with its cause
+            report.problems.append(f"cannot load: {_describe(error)}")
+            return report
+        report.checks.append("load")
+        report.problems.extend(check_loaded(loaded))
+        report.checks.append("predict input example: shape and finite values")
     if thresholds:
         report.problems.extend(_check_thresholds(candidate, thresholds, client))
         report.checks.append("metric thresholds")

@@ -63,15 +63,25 @@ class Settings(BaseSettings):
         return self.home.expanduser().resolve()
 
     @property
+    def embedded_tracking_uri(self) -> str:
+        """The SQLite store inside TRADESERVE_HOME."""
+        return f"sqlite:///{self.home_dir / 'mlflow.db'}"
+
+    @property
     def embedded(self) -> bool:
-        """True when no tracking server is configured and the SQLite store is used."""
-        return not self.tracking_uri
+        """True when no tracking server is configured and the SQLite store is used.
+
+        ``configure()`` exports the embedded URI as MLFLOW_TRACKING_URI (``mlflow`` does that),
+        so settings read again later in this process, or in a child process, see it set: it
+        still means the embedded store, whose artifacts belong in TRADESERVE_HOME.
+        """
+        return not self.tracking_uri or self.tracking_uri == self.embedded_tracking_uri
 
     @property
     def effective_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
-        return f"sqlite:///{self.home_dir / 'mlflow.db'}"
+        return self.embedded_tracking_uri
 
     @property
     def artifact_root(self) -> str | None:

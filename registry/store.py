@@ -21,6 +21,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 # Stage APIs are deprecated but still mirrored on purpose (DESIGN.md); keep logs readable.
 warnings.filterwarnings("ignore", message=".*[Ss]tage.*deprecated.*")
+# get_latest_versions (the stage fallback) says "deprecated" before it says "stages", and its
+# warning is attributed to our module, so neither filter around this one matches it.
+warnings.filterwarnings("ignore", message=".*deprecated.*model registry stages will be removed")
 warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
