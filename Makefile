@@ -9,9 +9,11 @@ STAMP  := $(VENV)/.installed
 export TRADESERVE_HOME ?= $(CURDIR)/.tradeserve
 export HF_HUB_OFFLINE ?= 1
 export BENTOML_HOME ?= $(TRADESERVE_HOME)/bentoml
+export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 MLFLOW_UI_PORT ?= 5000
+PORT ?= 3000
 
-.PHONY: help setup demo serve test lint mlflow-ui bench clean
+.PHONY: help setup demo serve test lint mlflow-ui bench clean build images
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,9 +33,10 @@ setup: $(STAMP)  ## Create .venv and install everything (torch first)
 demo: setup  ## Fill an empty registry with the demo models (idempotent)
 	$(BIN)/tradeserve demo
 
-serve: demo  ## Set up, fill the registry if empty, and serve (MLflow UI on the same store)
+serve: demo  ## Set up, fill the registry if empty, and serve the composite on localhost:$(PORT)
 	$(BIN)/tradeserve models
-	$(MAKE) --no-print-directory mlflow-ui
+	@echo "Serving RegimeBlend (+ Specialists) on http://127.0.0.1:$(PORT); the MLflow UI: make mlflow-ui"
+	$(BIN)/bentoml serve --host 127.0.0.1 --port $(PORT)
 
 mlflow-ui: setup  ## MLflow UI on the store everything else uses
 	@if [ -n "$$MLFLOW_TRACKING_URI" ]; then \
@@ -42,6 +45,23 @@ mlflow-ui: setup  ## MLflow UI on the store everything else uses
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_UI_PORT) \
 		--backend-store-uri sqlite:///$(TRADESERVE_HOME)/mlflow.db \
 		--default-artifact-root $(TRADESERVE_HOME)/mlartifacts
+
+BENTOS := tradeserve-chronos tradeserve-factor tradeserve-specialists tradeserve-regime-blend
+REGISTRY ?=
+
+build: demo  ## Bake the promoted models into one bento per family (+ the composite)
+	$(BIN)/tradeserve build
+
+images: build  ## Container images of every bento and of MLflow (needs Docker with BuildKit)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 \
+		|| { echo "make images needs a running Docker engine with BuildKit"; exit 1; }
+	@set -e; for bento in $(BENTOS); do \
+		version=$$($(BIN)/bentoml get $$bento:latest -o json 2>/dev/null \
+			| $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null) || continue; \
+		$(BIN)/bentoml containerize $$bento:$$version \
+			-t $(REGISTRY)$$bento:$$version -t $(REGISTRY)$$bento:latest; \
+	done
+	docker build -t $(REGISTRY)tradeserve-mlflow:3.17.2 deploy/mlflow
 
 test: setup  ## Run the whole test suite
 	$(BIN)/ruff check .

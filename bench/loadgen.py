@@ -35,6 +35,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 MAX_ERROR_SAMPLES = 5
+# Servers close idle keep-alive connections (uvicorn after 5 s); a pooled connection idle
+# longer than this is replaced rather than reused, so the server's close never races a send.
+IDLE_MAX_S = 2.0
 
 
 class ProtocolError(Exception):
@@ -84,6 +87,17 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.reusable = True
+        self.idle_since = 0.0
+
+    def fresh(self, now: float) -> bool:
+        """Still open (no EOF from the server) and not idle for too long."""
+        return (
+            self.reader is not None
+            and self.writer is not None
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+            and now - self.idle_since < IDLE_MAX_S
+        )
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(
@@ -318,8 +332,13 @@ class Pool:
         self.waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
 
     async def acquire(self) -> Connection:
-        if self.idle:
-            return self.idle.pop()
+        now = time.monotonic()
+        while self.idle:  # no waiters while connections are idle
+            conn = self.idle.pop()
+            if conn.fresh(now):
+                return conn
+            conn.close()
+            self.opened -= 1
         if self.opened >= self.limit:
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
@@ -351,6 +370,7 @@ class Pool:
         if not conn.reusable:
             self.discard(conn)
         elif not self._hand_over(conn):
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
 
     def discard(self, conn: Connection) -> None:

@@ -58,7 +58,30 @@ def choose_device(settings: ServingSettings | None = None) -> str:
 
 def running_from_bento() -> bool:
     """True when the service code runs from a built bento (its ``bento.yaml`` beside src)."""
-    return (Path.cwd().parent / "bento.yaml").is_file() or Path("bento.yaml").is_file()
+    return bento_yaml() is not None
+
+
+def bento_yaml() -> Path | None:
+    """The ``bento.yaml`` of the built bento this code runs from, if it runs from one."""
+    # This file sits at <bento>/src/bentos/shared/ in a bento; the cwd of a served bento's
+    # workers is <bento>/src.
+    candidates = (Path(__file__).resolve().parents[3], Path.cwd().parent, Path.cwd())
+    return next((c / "bento.yaml" for c in candidates if (c / "bento.yaml").is_file()), None)
+
+
+def bento_model_tags() -> list[str] | None:
+    """Tags of the models baked into the running bento (None outside a bento).
+
+    ``bentoml serve TAG`` from the local bento store reads models from the shared model
+    store, which may hold other versions too; only the bento's own list counts.
+    """
+    import yaml
+
+    path = bento_yaml()
+    if path is None:
+        return None
+    info = yaml.safe_load(path.read_text()) or {}
+    return [str(model["tag"]) for model in info.get("models") or []]
 
 
 def source_kind(settings: ServingSettings | None = None) -> str:
@@ -154,7 +177,9 @@ class ModelSet:
         import bentoml
 
         served = []
-        for bento_model in bentoml.models.list():
+        tags = bento_model_tags()
+        stored = bentoml.models.list() if tags is None else [bentoml.models.get(t) for t in tags]
+        for bento_model in stored:
             labels = bento_model.info.labels
             if labels.get(LABEL_FAMILY) != self.family.value:
                 continue

@@ -49,6 +49,11 @@ class ServingSettings(BaseSettings):
     factor_models: list[str] | None = Field(
         default=None, description="Factor models to serve (default: every promoted one)."
     )
+    specialists_url: str | None = Field(
+        default=None,
+        description="URL of a separately deployed Specialists service that the composite "
+        "calls (e.g. http://tradeserve-specialists:3000); unset: it runs its own in-process.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,436 @@
+"""Chronos: ChronosForecaster's adaptive batching vs one request per model call.
+
+    .venv/bin/python -m bench.chronos_throughput [--duration 30] [--variants NAME,...]
+
+A Bolt model at the published chronos-bolt-small size (random weights, 47.7M parameters;
+``build_random_chronos("bolt", "small")``) is registered with ``log_chronos`` and promoted
+as ``chronos-bolt-small`` in a fresh embedded registry. Context 512, horizon 64, quantile
+levels 0.1/0.5/0.9. Measured, one after the other in one run on this machine:
+
+* (b) in-process limit — ``ChronosRuntime.forecast`` on 64 series per call (and 1 for
+  reference), back to back (``bench.chronos_inprocess``), before and after the servers;
+* (a) one-request-per-model-call server — ``bench.chronos_single_server`` (FastAPI +
+  uvicorn, same registered version, ``forecast`` on one series per request in a thread pool
+  of 1);
+* ChronosForecaster — ``bentoml serve bentos.chronos.service:ChronosForecaster`` with the
+  repository's configuration.yaml, ``POST /forecast`` with one series per request;
+* optional ``--variants``: ChronosForecaster under other configurations (see VARIANTS).
+
+Servers get 64 closed-loop clients (``bench.loadgen closed``), each with its own series,
+sending the next request when the previous answer arrived. The batch-size distribution is
+the ``tradeserve_model_batch_size`` histogram diffed over the measured window.
+
+Writes ``bench/results/chronos_throughput.{json,md}`` and the table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.chronos_inprocess import CONTEXT, HORIZON, random_walks
+from bench.common import fmt, log
+
+NAME = "chronos_throughput"
+MODEL = "chronos-bolt-small"
+CLIENTS = 64
+TARGETS = {"vs_one_request_per_call": 3.5, "vs_in_process": 0.90}
+
+# ChronosForecaster configurations tried with --variants: BentoML config overrides merged
+# into configuration.yaml, plus environment variables of the server process.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "no-access-log": {
+        "about": "BentoML access log off (one log line per request through circus)",
+        "config": {"services": {"ChronosForecaster": {"logging": {"access": {"enabled": False}}}}},
+        "env": {},
+    },
+    "latency-1s": {
+        "about": "batching.max_latency_ms 1000 instead of 30000",
+        "config": {"services": {"ChronosForecaster": {"batching": {"max_latency_ms": 1000}}}},
+        "env": {},
+    },
+    "batch-128": {
+        "about": "batching.max_batch_size 128 (above the client count)",
+        "config": {"services": {"ChronosForecaster": {"batching": {"max_batch_size": 128}}}},
+        "env": {},
+    },
+    "torch-1-thread": {
+        "about": "OMP_NUM_THREADS=1: torch uses one intra-op thread, leaving a core to HTTP",
+        "config": {},
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
+    "linger": {
+        "about": "dispatch-policy change (bench/chronos_linger.py): when the model is free, "
+        "wait until no request arrived for 5 ms (max 50 ms) or the batch is full",
+        "target": "bench.chronos_linger:ChronosForecaster",
+        "config": {},
+        "env": {},
+    },
+    "2-workers-1-thread-linger": {
+        "about": "2-workers-1-thread plus the linger dispatch policy",
+        "target": "bench.chronos_linger:ChronosForecaster",
+        "config": {
+            "services": {"ChronosForecaster": {"workers": 2, "batching": {"max_batch_size": 32}}}
+        },
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
+    "2-workers-1-thread": {
+        "about": "workers 2, OMP_NUM_THREADS=1, max_batch_size 32: two model copies, "
+        "each batching half of the clients on its own core",
+        "config": {
+            "services": {"ChronosForecaster": {"workers": 2, "batching": {"max_batch_size": 32}}}
+        },
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
+}
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def prepare_registry(home: Path, work: Path) -> str:
+    """Build, log and promote chronos-bolt-small unless ``home`` already has it."""
+    from registry.errors import ModelNotFoundError
+    from registry.promotion import current_holder, promote
+    from registry.store import client
+    from training_hooks.chronos import log_chronos
+    from training_hooks.chronos_builders import build_random_chronos
+    from training_hooks.registration import Lineage
+
+    common.use_registry(home)
+    try:
+        held = current_holder(MODEL, "champion", client())
+    except ModelNotFoundError:
+        held = None
+    if held is not None:
+        log(f"registry in {home} already has {MODEL} version {held.version} promoted")
+        return held.version
+    folder = build_random_chronos("bolt", "small", work / "bolt-small")
+    version = log_chronos(
+        MODEL,
+        folder,
+        lineage=Lineage(
+            data_source="random-init", extra={"init_seed": "0", "architecture": "bolt-small"}
+        ),
+        untrained=True,
+        description="Random-weight chronos bolt (small shape) for benchmarks.",
+    )
+    log(promote(MODEL, version.version, reason="benchmark").summary())
+    return version.version
+
+
+def write_bodies(folder: Path) -> Path:
+    """One request body per client: its own series, one series per request."""
+    path = folder / "chronos-bodies.jsonl"
+    lines = []
+    for index, walk in enumerate(random_walks(CLIENTS, CONTEXT, seed=1)):
+        body = {
+            "inputs": [{"target": walk.tolist(), "item_id": f"s{index}"}],
+            "parameters": {"prediction_length": HORIZON, "quantile_levels": [0.1, 0.5, 0.9]},
+        }
+        lines.append(json.dumps(body))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------ scenarios
+
+
+def in_process(home: Path, work: Path, batches: list[int], duration: float) -> dict[str, Any]:
+    out = work / f"inprocess-{'-'.join(map(str, batches))}.json"
+    command = [common.PYTHON, "-m", "bench.chronos_inprocess", "--duration", str(duration)]
+    for batch in batches:
+        command += ["--batch", str(batch)]
+
+    def scenario() -> dict[str, Any]:
+        meter = common.CpuMeter(None)
+        meter.start()
+        before = common.children_cpu_seconds()
+        subprocess.run(
+            [*command, "--out", str(out)],
+            cwd=common.REPO_ROOT,
+            env=common.bench_env(home),
+            check=True,
+            timeout=duration * len(batches) + 300,
+        )
+        result = json.loads(out.read_text())
+        result["cpu"] = meter.stop(common.children_cpu_seconds() - before)
+        return result
+
+    result = common.quiet_run("in-process", scenario, log)
+    for run in result["runs"]:
+        log(
+            f"  in-process batch {run['batch']}: {run['series_per_s']:.1f} series/s "
+            f"({run['ms_per_call_median']:.0f} ms/call)"
+        )
+    return result
+
+
+def closed_loop(
+    label: str, server: Any, bodies: Path, args: argparse.Namespace, work: Path, warmup: float
+) -> dict[str, Any]:
+    log(f"{label}: {CLIENTS} closed-loop clients, {warmup:g}s warm-up + {args.duration:g}s")
+    result = common.quiet_run(
+        label,
+        lambda: common.run_loadgen(
+            "closed",
+            server.url + "/forecast",
+            bodies,
+            concurrency=CLIENTS,
+            duration=args.duration,
+            warmup=warmup,
+            timeout=120,
+            check='"predictions"',
+            snapshot_url=server.url + "/metrics",
+            server_pid=common.server_pid(server),
+            out_dir=work,
+        ),
+        log,
+    )
+    batches = common.histogram_delta(
+        result.pop("snapshot_start"),
+        result.pop("snapshot_end"),
+        "tradeserve_model_batch_size",
+        service="ChronosForecaster",
+    )
+    result["batch_sizes"] = batches if batches["observations"] else None
+    lat = result["latency_ms"]
+    log(
+        f"  {result['throughput_rps']:.1f} series/s, p50 {fmt(lat['p50'], 0)} ms, "
+        f"p99 {fmt(lat['p99'], 0)} ms, errors {result['errors']}, "
+        f"mean batch {fmt(batches['mean'])}, cpu {result['cpu']}"
+    )
+    return result
+
+
+def run_single_server(home: Path, logs: Path, bodies: Path, args, work: Path) -> dict[str, Any]:
+    port = common.free_local_port()
+    server = common.ServerProcess(
+        "one-request-per-call server",
+        [common.PYTHON, "-m", "bench.chronos_single_server", "--port", str(port)],
+        common.bench_env(home),
+        port,
+        "/readyz",
+        logs / "single-server.log",
+    )
+    with common.running(server):
+        result = closed_loop("(a) one request per call", server, bodies, args, work, warmup=8)
+    result.pop("batch_sizes", None)
+    return result
+
+
+def run_forecaster(
+    home: Path, logs: Path, bodies: Path, args, work: Path, variant: str | None
+) -> dict[str, Any]:
+    spec = VARIANTS[variant] if variant else {"config": {}, "env": {}}
+    config = common.CONFIGURATION
+    if spec["config"]:
+        config = common.write_config(config, spec["config"], work / f"config-{variant}.yaml")
+    env = common.bench_env(
+        home, config=config, TRADESERVE_CHRONOS_MODELS=json.dumps([MODEL]), **spec["env"]
+    )
+    label = f"ChronosForecaster [{variant}]" if variant else "ChronosForecaster"
+    target = spec.get("target", "bentos.chronos.service:ChronosForecaster")
+    server = common.bento_server(target, env, logs / f"chronos-{variant or 'main'}.log")
+    with common.running(server):
+        result = closed_loop(label, server, bodies, args, work, warmup=args.warmup)
+    result["variant"] = variant
+    result["config_overrides"] = spec["config"]
+    result["env_overrides"] = spec["env"]
+    return result
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def verdicts(result: dict[str, Any]) -> dict[str, Any]:
+    served = result["forecaster"]["throughput_rps"]
+    single = result["single_server"]["throughput_rps"]
+    limit = result["in_process_limit"]
+    errors = result["forecaster"]["errors"] + result["forecaster"]["errors_outside_window"]
+    return {
+        "vs_one_request_per_call": {
+            "value": served / single,
+            "target": f">= {TARGETS['vs_one_request_per_call']:g}x (a)",
+            "met": served / single >= TARGETS["vs_one_request_per_call"],
+        },
+        "vs_in_process": {
+            "value": served / limit,
+            "target": f">= {TARGETS['vs_in_process']:.0%} of (b)",
+            "met": served / limit >= TARGETS["vs_in_process"],
+        },
+        "zero_errors": {"value": errors, "target": "0", "met": errors == 0},
+    }
+
+
+def batch_text(batches: dict[str, Any] | None) -> str:
+    if not batches:
+        return "–"
+    return ", ".join(f"{bucket}: {count}" for bucket, count in batches["buckets"].items())
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    limit = result["in_process_limit"]
+    lines = [
+        f"### Chronos — {result['finished']}",
+        "",
+        f"`{MODEL}` v{result['version']} (Bolt, published small size, random weights), "
+        f"context {CONTEXT}, horizon {HORIZON}, levels 0.1/0.5/0.9; {CLIENTS} closed-loop "
+        f"clients, one series per request (`bench.loadgen closed`); {m['cpus']} CPUs "
+        f"({m['cpu_model']}), load generator on the same machine; {result['duration_s']:g} s "
+        "measured per server after warm-up. Latency = request sent → full response.",
+        "",
+        "| scenario | series/s | vs (a) | vs (b) | p50 ms | p95 ms | p99 ms | errors | "
+        "mean batch | server cores | loadgen cores | other cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    single = result["single_server"]["throughput_rps"]
+    for index, run in enumerate(result["in_process"]):
+        cpu = run["cpu"]
+        for item in run["runs"]:
+            when = "before" if index == 0 else "after"
+            lines.append(
+                f"| (b) in-process `forecast`, batch {item['batch']} ({when}) | "
+                f"{item['series_per_s']:.1f} | | | {fmt(item['ms_per_call_median'], 0)}/call "
+                f"| | | | {item['batch']} | {fmt(item['process_cores'], 2)} | | "
+                f"{cpu['other_cores']} |"
+            )
+    rows = [("(a) one request per model call (FastAPI)", result["single_server"])]
+    rows.append(("ChronosForecaster (configuration.yaml)", result["forecaster"]))
+    rows += [(f"ChronosForecaster, variant `{r['variant']}`", r) for r in result["variants"]]
+    for label, run in rows:
+        lat, cpu, rps = run["latency_ms"], run["cpu"], run["throughput_rps"]
+        batches = run.get("batch_sizes")
+        mean_batch = fmt(batches["mean"]) if batches else "1"
+        lines.append(
+            f"| {label} | {rps:.1f} | {rps / single:.2f}x | {rps / limit:.0%} | "
+            f"{fmt(lat['p50'], 0)} | {fmt(lat['p95'], 0)} | {fmt(lat['p99'], 0)} | "
+            f"{run['errors']} | {mean_batch} | {cpu['server_cores']} | {cpu['loadgen_cores']} "
+            f"| {cpu['other_cores']} |"
+        )
+    lines += [
+        "",
+        f"(b) = mean of the batch-64 runs before and after: {limit:.1f} series/s. "
+        "Other cores = CPU used on the machine by anything but the server, the load generator "
+        "and the benchmark itself (the box is shared).",
+        "",
+        "Batch sizes per model call (`tradeserve_model_batch_size`, measured window; "
+        "bucket upper bound: calls):",
+        "",
+    ]
+    for label, run in rows[1:]:
+        lines.append(f"- {label}: {batch_text(run.get('batch_sizes'))}")
+    if result["variants"]:
+        lines += ["", "Variants:", ""]
+        for run in result["variants"]:
+            lines.append(f"- `{run['variant']}`: {VARIANTS[run['variant']]['about']}")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for key, item in result["verdicts"].items():
+        value = item["value"]
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key}: {item['target']} | {shown} | {'yes' if item['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chronos_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="measured s per server")
+    parser.add_argument("--warmup", type=float, default=15.0, help="ChronosForecaster warm-up s")
+    parser.add_argument("--inprocess-duration", type=float, default=20.0)
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated extra ChronosForecaster configurations: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--skip-baselines", action="store_true", help="variants only (debug)")
+    parser.add_argument("--workdir", type=Path, help="keep the registry here and reuse it")
+    parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
+    parser.add_argument(
+        "--results-name",
+        default=NAME,
+        help="file name of the results (bench/README.md shows only the default name's)",
+    )
+    common.add_quiet_arguments(parser)
+    args = parser.parse_args(argv)
+    common.apply_quiet_arguments(args)
+    args.variant_list = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variant_list if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.duration + max(args.warmup, 8) > 60:
+        parser.error("keep each scenario within 60 s (duration + warm-up)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = common.work_dir(args.workdir, "tradeserve-bench-chronos-")
+    home, logs = work / "home", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log(f"work folder {work}")
+    version = prepare_registry(home, work)
+    bodies = write_bodies(work)
+
+    result: dict[str, Any] = {
+        "benchmark": NAME,
+        "machine": common.machine(),
+        "model": MODEL,
+        "version": version,
+        "context": CONTEXT,
+        "horizon": HORIZON,
+        "clients": CLIENTS,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "configuration": common.CONFIGURATION.read_text(),
+        "measurement": {"nice": args.nice, **common.QUIET},
+        "in_process": [],
+        "variants": [],
+    }
+    if not args.skip_baselines:
+        log("(b) in-process limit, before the servers")
+        result["in_process"].append(in_process(home, work, [64, 1], args.inprocess_duration))
+        log("(a) one-request-per-model-call server")
+        result["single_server"] = run_single_server(home, logs, bodies, args, work)
+        log("ChronosForecaster (configuration.yaml)")
+        result["forecaster"] = run_forecaster(home, logs, bodies, args, work, None)
+    for variant in args.variant_list:
+        log(f"ChronosForecaster variant {variant}: {VARIANTS[variant]['about']}")
+        result["variants"].append(run_forecaster(home, logs, bodies, args, work, variant))
+    if not args.skip_baselines:
+        log("(b) in-process limit, after the servers")
+        result["in_process"].append(in_process(home, work, [64], args.inprocess_duration))
+        limits = [
+            item["series_per_s"]
+            for run in result["in_process"]
+            for item in run["runs"]
+            if item["batch"] == CLIENTS
+        ]
+        result["in_process_limit"] = statistics.mean(limits)
+        result["verdicts"] = verdicts(result)
+    result["finished"] = common.now_iso()
+    if args.skip_baselines:
+        print(json.dumps(result["variants"], indent=1, default=str)[:5000])
+        return 0
+    text = markdown(result)
+    print(text)
+    if not args.no_write:
+        paths = common.write_results(args.results_name, result, text)
+        log(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

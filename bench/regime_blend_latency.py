@@ -1,0 +1,478 @@
+"""RegimeBlend latency and throughput: `POST /api/v1/predict` with risk checks on.
+
+    .venv/bin/python -m bench.regime_blend_latency [--duration 30] [--workdir DIR]
+
+Serves the composite exactly as `bentoml serve` at the repository root does (root
+bentofile.yaml: RegimeBlend + Specialists, each its own process, BENTOML_CONFIG =
+configuration.yaml) on a demo registry (``tradeserve demo`` fills ``--workdir`` once), then:
+
+* **open loop** — 100 requests/s constant arrival rate (``bench.loadgen open``, latency from
+  the scheduled send time: no coordinated omission); targets P95 ≤ 15 ms, P99 ≤ 30 ms, no
+  errors;
+* **closed loop** — 32 clients for 30 s (``bench.loadgen closed``); targets ≥ 300 requests/s
+  and zero errors of any kind (this is also the 32-clients-30-s zero-error run).
+
+Two workloads, each on a fresh server with the shipped settings:
+
+* ``live`` — the seed's own load-test pattern: decisions on the latest bar (no timestamp)
+  of a few symbols, argmax and mixture, half with a portfolio in the body (varied
+  positions), half against the service's portfolio state. After the first request per
+  worker, specialist answers for that bar come from RegimeBlend's memo;
+* ``replay`` — every request about another (symbol, bar) of 2002–2018: every decision
+  crosses to Specialists (the composite's full cost: two BentoML hops).
+
+Every decision is fsync'd to the decision log before it is answered. Per-stage means come
+from the service's ``tradeserve_regime_blend_stage_seconds`` histogram, specialist answers
+by source from ``tradeserve_regime_blend_specialist_answers``, CPU per process from /proc.
+
+Writes ``bench/results/regime_blend_latency.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import yaml
+
+from tests.bento_servers import BentoServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results"
+CONFIGURATION = REPO_ROOT / "configuration.yaml"
+NAME = "regime_blend_latency"
+TARGETS = {"open_p95_ms": 15.0, "open_p99_ms": 30.0, "closed_rps": 300.0}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def server_env(home: Path, state: Path, config: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRADESERVE_"))}
+    return {
+        **extra,
+        **env,
+        "TRADESERVE_HOME": str(home),
+        "TRADESERVE_BLEND_STATE_DIR": str(state),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_CONFIG": str(config),
+        "HF_HUB_OFFLINE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+
+
+def ensure_demo(home: Path) -> None:
+    """Fill ``home`` with the demo registry unless it already is (idempotent, ~1 min)."""
+    log(f"demo registry in {home}")
+    tradeserve = Path(sys.executable).with_name("tradeserve")
+    env = server_env(home, home / "unused", CONFIGURATION)
+    subprocess.run([str(tradeserve), "demo"], env=env, check=True, capture_output=True)
+
+
+def write_config(overrides: Mapping[str, Any], out: Path) -> Path:
+    """configuration.yaml with ``overrides`` deep-merged (for variants; none by default)."""
+
+    def merge(into: dict, new: Mapping[str, Any]) -> dict:
+        for key, value in new.items():
+            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+        return into
+
+    config = yaml.safe_load(CONFIGURATION.read_text()) or {}
+    out.write_text(yaml.safe_dump(merge(config, overrides), sort_keys=False))
+    return out
+
+
+def live_bodies(path: Path, count: int = 256, seed: int = 7) -> Path:
+    """The seed's load-test pattern: decisions on the latest bar (no timestamp) of a few
+    symbols, argmax and mixture, half with a portfolio in the body (varied positions, risk
+    checks on), half against the service's own portfolio."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        body: dict[str, Any] = {
+            "symbol": ("SPX", "NASDAQ")[i % 2],
+            "blend_mode": ("argmax", "mixture")[(i // 2) % 2],
+            "risk_check": True,
+        }
+        if i % 4 >= 2:
+            spx, nasdaq = rng.randint(-150, 150), rng.randint(-40, 40)
+            body["portfolio"] = {
+                "cash": 1_000_000.0 - spx * 2500.0 - nasdaq * 6500.0,
+                "positions": {
+                    "SPX": {"quantity": spx, "price": 2500.0},
+                    "NASDAQ": {"quantity": nasdaq, "price": 6500.0},
+                },
+                "day_start_equity": rng.choice([1_000_000.0, 1_030_000.0]),
+            }
+        lines.append(json.dumps(body))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def replay_bodies(path: Path, part: int, seed: int = 11) -> Path:
+    """Every request about another (symbol, bar), 2002-2018: every decision crosses to
+    Specialists. ``part`` 0/1 picks one half, so two runs never share a bar."""
+    days = pd.bdate_range("2002-01-02", "2018-12-28").strftime("%Y-%m-%d").tolist()
+    pairs = [(symbol, day) for day in days for symbol in ("SPX", "NASDAQ")]
+    random.Random(seed).shuffle(pairs)
+    lines = [
+        json.dumps(
+            {
+                "symbol": symbol,
+                "timestamp": day,
+                "blend_mode": ("argmax", "mixture")[i % 2],
+                "risk_check": True,
+            }
+        )
+        for i, (symbol, day) in enumerate(pairs[part::2])
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def tree_pids(root: int) -> dict[int, str]:
+    """``root`` and its descendants, named by role (arbiter, RegimeBlend, Specialists)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        role = next((r for r in ("RegimeBlend", "Specialists") if r in cmd), "arbiter")
+        found[pid] = role
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> float:
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def stage_means(before: str, after: str) -> dict[str, float]:
+    """Mean milliseconds per stage between two /metrics scrapes."""
+
+    def totals(text: str) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for line in text.splitlines():
+            if not line.startswith("tradeserve_regime_blend_stage_seconds_"):
+                continue
+            key, value = line.rsplit(" ", 1)
+            stage = key.split('stage="', 1)[1].split('"', 1)[0]
+            slot = out.setdefault(stage, [0.0, 0.0])
+            if "_sum" in key:
+                slot[0] += float(value)
+            elif "_count" in key:
+                slot[1] += float(value)
+        return out
+
+    start, end = totals(before), totals(after)
+    means = {}
+    for stage, (total, count) in end.items():
+        total -= start.get(stage, [0.0, 0.0])[0]
+        count -= start.get(stage, [0.0, 0.0])[1]
+        if count:
+            means[stage] = round(total / count * 1000, 3)
+    return means
+
+
+def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namespace) -> dict:
+    """One ``bench.loadgen`` run with CPU accounting of the server's processes."""
+    out = Path(tempfile.mkstemp(prefix=f"rb-{mode}-", suffix=".json")[1])
+    command = [
+        sys.executable, "-m", "bench.loadgen", mode,
+        "--url", f"{server.url}/api/v1/predict", "--bodies", str(bodies),
+        "--duration", str(args.duration), "--warmup", str(args.warmup),
+        "--check", '"decision_id"', "--out", str(out), "--timeout", "30",
+    ]  # fmt: skip
+    command += (
+        ["--rate", str(args.rate)] if mode == "open" else ["--concurrency", str(args.concurrency)]
+    )
+    assert server.process is not None
+    pids = tree_pids(server.process.pid)
+    metrics_before = httpx.get(f"{server.url}/metrics", timeout=10).text
+    loadgen = subprocess.Popen(command, cwd=REPO_ROOT)
+    time.sleep(args.warmup + 0.1)
+    cpu0 = {pid: cpu_seconds(pid) for pid in pids}
+    busy0, t0 = machine_busy(), time.monotonic()
+    time.sleep(args.duration)
+    elapsed = time.monotonic() - t0
+    cpu = {pid: cpu_seconds(pid) - cpu0[pid] for pid in pids}
+    busy = machine_busy() - busy0
+    if loadgen.wait(timeout=args.duration + 120) != 0:
+        raise RuntimeError(f"bench.loadgen {mode} failed")
+    metrics_after = httpx.get(f"{server.url}/metrics", timeout=10).text
+    result = json.loads(out.read_text())
+    out.unlink()
+    for key in ("snapshot_start", "snapshot_end", "per_second"):
+        result.pop(key, None)
+    by_role: dict[str, float] = {}
+    for pid, seconds in cpu.items():
+        by_role[pids[pid]] = by_role.get(pids[pid], 0.0) + seconds
+    served = max(result["ok"], 1)
+    server_cpu = sum(by_role.values())
+    loadgen_cpu = result.get("loadgen_cpu_s") or 0.0
+    result["cpu"] = {
+        "server_cores": round(server_cpu / elapsed, 2),
+        "by_process_cores": {role: round(s / elapsed, 2) for role, s in by_role.items()},
+        "server_cpu_ms_per_request": round(server_cpu / served * 1000, 2),
+        "machine_busy_cores": round(busy / elapsed, 2),
+        "loadgen_cores": round(loadgen_cpu / elapsed, 2),
+        "other_cores": round(max(0.0, busy - server_cpu - loadgen_cpu) / elapsed, 2),
+    }
+    result["stage_ms"] = stage_means(metrics_before, metrics_after)
+    result["specialist_answers"] = answer_sources(metrics_before, metrics_after)
+    return result
+
+
+def answer_sources(before: str, after: str) -> dict[str, float]:
+    """Specialist answers by source (cache / service) between two /metrics scrapes."""
+
+    def totals(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("tradeserve_regime_blend_specialist_answers_total{"):
+                key, value = line.rsplit(" ", 1)
+                source = key.split('source="', 1)[1].split('"', 1)[0]
+                out[source] = out.get(source, 0.0) + float(value)
+        return out
+
+    start, end = totals(before), totals(after)
+    return {source: end[source] - start.get(source, 0.0) for source in end}
+
+
+def other_load(seconds: float = 3.0) -> float:
+    """Cores busy with other work right now (the box is shared)."""
+    busy0, own0 = machine_busy(), time.process_time()
+    time.sleep(seconds)
+    return max(0.0, machine_busy() - busy0 - (time.process_time() - own0)) / seconds
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def machine_info() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "",
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    from importlib.metadata import version
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "bentoml": version("bentoml"),
+        "git_commit": commit,
+    }
+
+
+WORKLOADS = ("live", "replay")
+
+
+def verdict(run_open: dict, run_closed: dict) -> dict[str, bool]:
+    def clean(run: dict) -> bool:
+        return run["errors"] == 0 and run["errors_outside_window"] == 0
+
+    return {
+        "open P95 <= 15 ms": (run_open["latency_ms"]["p95"] or 1e9) <= TARGETS["open_p95_ms"],
+        "open P99 <= 30 ms": (run_open["latency_ms"]["p99"] or 1e9) <= TARGETS["open_p99_ms"],
+        "open zero errors": clean(run_open),
+        "closed >= 300 req/s": run_closed["throughput_rps"] >= TARGETS["closed_rps"],
+        "closed zero errors": clean(run_closed),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
+    config = result["config"]
+    rows = [
+        "| workload | run | requests | errors | req/s | P50 ms | P95 ms | P99 ms | "
+        "hops/request | server CPU ms/req | other load (cores) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    details = []
+    for name, scenario in result["scenarios"].items():
+        for label, run in (
+            (f"open {config['rate']:g} req/s", scenario["open_loop"]),
+            (f"closed {config['concurrency']} clients", scenario["closed_loop"]),
+        ):
+            lat = run["latency_ms"]
+            answers = run["specialist_answers"]
+            calls = answers.get("service", 0.0) / max(sum(answers.values()), 1.0)
+            rows.append(
+                f"| {name} | {label} | {run['requests']} | {run['errors']} | "
+                f"{run['throughput_rps']:.1f} | {ms(lat['p50'])} | {ms(lat['p95'])} | "
+                f"{ms(lat['p99'])} | {calls:.2f} | {run['cpu']['server_cpu_ms_per_request']} | "
+                f"{run['cpu']['other_cores']} |"
+            )
+        openl, closed = scenario["open_loop"], scenario["closed_loop"]
+        for label, run in (("open", openl), ("closed", closed)):
+            if run["errors"] or run["errors_outside_window"]:
+                details.append(
+                    f"**{name}** {label} loop errors: {run['error_kinds']} "
+                    f"(+{run['errors_outside_window']} outside the window), e.g. "
+                    f"`{(run['error_samples'] or [''])[0][:200]}`"
+                )
+                details.append("")
+        details += [
+            f"**{name}** — stage means (ms, open loop): "
+            + ", ".join(f"{k} {v}" for k, v in openl["stage_ms"].items())
+            + "; server CPU by process (cores, open / closed): "
+            + ", ".join(
+                f"{role} {openl['cpu']['by_process_cores'].get(role, 0)} / "
+                f"{closed['cpu']['by_process_cores'].get(role, 0)}"
+                for role in ("RegimeBlend", "Specialists")
+            )
+            + ". Targets: "
+            + "; ".join(
+                f"{k} {'met' if ok else 'MISSED'}" for k, ok in scenario["verdict"].items()
+            ),
+            "",
+        ]
+    machine = result["machine"]
+    return "\n".join(
+        [
+            f"### RegimeBlend `POST /api/v1/predict` ({result['when']})",
+            "",
+            f"{machine['cpus']} CPUs ({machine['cpu_model']}), shared with other work (the "
+            f"'other load' column); bentoml {machine['bentoml']}, commit {machine['git_commit']}; "
+            f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up per run; "
+            "risk checks on; every decision fsync'd to the decision log before it is answered.",
+            "",
+            *rows,
+            "",
+            *details,
+        ]
+    )
+
+
+def run_scenario(
+    name: str, home: Path, work: Path, config: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    if name == "live":
+        open_bodies = closed_bodies = live_bodies(work / "live.jsonl")
+    else:
+        open_bodies = replay_bodies(work / "replay-open.jsonl", 0)
+        closed_bodies = replay_bodies(work / "replay-closed.jsonl", 1)
+    state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
+    env = server_env(home, state, config)
+    server = BentoServer(".", env, work / f"serve-{name.replace(' ', '-')}.log")
+    log(f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)")
+    server.start(timeout=240)
+    try:
+        other_before = other_load()
+        log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
+        open_run = run_load(server, "open", open_bodies, args)
+        log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
+        closed_run = run_load(server, "closed", closed_bodies, args)
+    finally:
+        server.stop()
+    return {
+        "other_cores_before": round(other_before, 2),
+        "open_loop": open_run,
+        "closed_loop": closed_run,
+        "verdict": verdict(open_run, closed_run),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.regime_blend_latency")
+    parser.add_argument("--workdir", type=Path, help="demo registry home (kept, reused)")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workload", action="append", choices=WORKLOADS)
+    parser.add_argument("--override", default="{}", help="JSON merged into configuration.yaml")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write results")
+    args = parser.parse_args(argv)
+
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="rb-bench-"))).resolve()
+    home = work / "home"
+    ensure_demo(home)
+    overrides = json.loads(args.override)
+    config = write_config(overrides, work / "configuration.yaml") if overrides else CONFIGURATION
+    scenarios = {
+        name: run_scenario(name, home, work, config, args)
+        for name in (args.workload or list(WORKLOADS))
+    }
+    result = {
+        "name": NAME,
+        "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "machine": machine_info(),
+        "config": {
+            "rate": args.rate,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "overrides": overrides,
+            "bentoml_config": yaml.safe_load(Path(config).read_text()),
+        },
+        "targets": TARGETS,
+        "scenarios": scenarios,
+    }
+    text = markdown(result)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{NAME}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        (RESULTS / f"{NAME}.md").write_text(text)
+        log(f"wrote {RESULTS / NAME}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

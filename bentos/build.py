@@ -1,0 +1,247 @@
+"""``tradeserve build``: bake the promoted registry versions into one bento per family.
+
+For each bento target the promoted version of every model it serves is resolved first (so
+nothing is built when something is not promoted), imported into the BentoML model store
+(:mod:`bentos.model_store`), and the target's ``bentofile.yaml`` is built with those models
+added to its ``models:`` list. The bento then carries its models, its code, its runtime
+configuration (``configuration.yaml``, pointed at by ``BENTOML_CONFIG``) and
+``TRADESERVE_MODEL_SOURCE=bento``, so it serves with no registry at all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from bentos.model_store import ImportedModel, import_version
+from registry.catalog import list_models
+from registry.errors import NotPromotedError, TradeserveError
+from registry.families import REGIME_DETECTOR_NAME, Family
+from registry.resolve import ResolvedVersion, resolve
+from registry.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENTO_CONFIG_PATH = "/home/bentoml/bento/src/configuration.yaml"  # the bento's src/ in images
+# Environment every bento must carry (added to a bentofile that lacks it).
+RUNTIME_ENVS = {"TRADESERVE_MODEL_SOURCE": "bento", "BENTOML_CONFIG": BENTO_CONFIG_PATH}
+MODEL_LABEL_PREFIX = "model/"
+Progress = Callable[[str], object]
+
+
+class BentoTarget(BaseModel):
+    """One bento ``tradeserve build`` can produce and the models it bakes in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(description="Name used with --family")
+    bentofile: Path = Field(description="bentofile.yaml, relative to the repository root")
+    families: tuple[Family, ...] = Field(description="Families whose promoted models it bakes")
+    required_families: tuple[Family, ...] = Field(
+        description="Families that must have at least one promoted model"
+    )
+    required_names: tuple[str, ...] = Field(default=(), description="Models that must exist")
+    optional: bool = Field(default=False, description="Skipped when its bentofile is absent")
+
+    @property
+    def bentofile_path(self) -> Path:
+        return REPO_ROOT / self.bentofile
+
+
+TARGETS: tuple[BentoTarget, ...] = (
+    BentoTarget(
+        key="chronos",
+        bentofile=Path("bentos/chronos/bentofile.yaml"),
+        families=(Family.CHRONOS,),
+        required_families=(Family.CHRONOS,),
+    ),
+    BentoTarget(
+        key="factor",
+        bentofile=Path("bentos/factor/bentofile.yaml"),
+        families=(Family.FACTOR, Family.VENUE_QUANTILES),
+        required_families=(Family.FACTOR,),
+    ),
+    BentoTarget(
+        key="specialists",
+        bentofile=Path("bentos/specialists/bentofile.yaml"),
+        families=(Family.SPECIALIST,),
+        required_families=(Family.SPECIALIST,),
+    ),
+    # The composite (root bentofile.yaml): RegimeBlend runs the regime detector in-process
+    # and Specialists as its dependency inside the same bento.
+    BentoTarget(
+        key="regime_blend",
+        bentofile=Path("bentofile.yaml"),
+        families=(Family.REGIME, Family.SPECIALIST),
+        required_families=(Family.REGIME, Family.SPECIALIST),
+        required_names=(REGIME_DETECTOR_NAME,),
+        optional=True,
+    ),
+)
+TARGET_KEYS = tuple(target.key for target in TARGETS)
+
+
+class BakedModel(BaseModel):
+    """A registered version inside a bento."""
+
+    name: str
+    version: str
+    alias: str | None
+    bentoml_tag: str
+    reused: bool = Field(description="Already in the BentoML model store before this build")
+
+
+class BuiltBento(BaseModel):
+    """One bento that was built."""
+
+    target: str
+    tag: str
+    models: list[BakedModel]
+    seconds: float = Field(description="Build time (import of the models included)")
+    size_bytes: int = Field(description="Bento files plus the models it carries")
+    path: str
+
+
+class BuildReport(BaseModel):
+    """What one ``tradeserve build`` produced."""
+
+    bentos: list[BuiltBento] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="Targets without bentofile")
+    bentoml_home: str
+
+
+def select_targets(keys: Sequence[str] | None = None) -> list[BentoTarget]:
+    """The targets named by ``keys`` (all when empty); unknown names are a user error."""
+    if not keys:
+        return list(TARGETS)
+    wanted = [_normalize(key) for key in keys]
+    unknown = [key for key, norm in zip(keys, wanted, strict=True) if norm not in TARGET_KEYS]
+    if unknown:
+        raise TradeserveError(
+            f"unknown bento family {', '.join(unknown)}; choose from {', '.join(TARGET_KEYS)}"
+        )
+    return [target for target in TARGETS if target.key in wanted]
+
+
+def plan(targets: Iterable[BentoTarget]) -> dict[str, list[ResolvedVersion]]:
+    """Resolve the promoted version of every model each target bakes in.
+
+    Every registered model of a target's families must be promoted, every required family
+    must have one and every required name must exist; otherwise :class:`NotPromotedError`
+    names what to promote. Nothing is imported or built before the whole plan resolves.
+    """
+    summaries = list_models()
+    plans: dict[str, list[ResolvedVersion]] = {}
+    for target in targets:
+        names = [s.name for s in summaries if s.family in {f.value for f in target.families}]
+        names += [name for name in target.required_names if name not in names]
+        resolved = [resolve(name) for name in sorted(names)]
+        for family in target.required_families:
+            if not any(version.family is family for version in resolved):
+                raise NotPromotedError(
+                    f"the {target.key} bento needs a promoted {family.value} model and the "
+                    f"registry at {get_settings().effective_tracking_uri} has none; run "
+                    "`tradeserve demo` or register and promote one"
+                )
+        plans[target.key] = resolved
+    return plans
+
+
+def build(keys: Sequence[str] | None = None, progress: Progress = print) -> BuildReport:
+    """Build the bentos named by ``keys`` (default: every family plus the composite)."""
+    import bentoml
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    targets = select_targets(keys)
+    missing = [t for t in targets if not t.bentofile_path.is_file()]
+    if any(not target.optional for target in missing):
+        raise TradeserveError(
+            "missing bentofile: " + ", ".join(str(t.bentofile_path) for t in missing)
+        )
+    targets = [target for target in targets if target not in missing]
+    report = BuildReport(
+        skipped=[f"{t.key} ({t.bentofile} does not exist)" for t in missing],
+        bentoml_home=str(BentoMLContainer.bentoml_home.get()),
+    )
+    plans = plan(targets)
+    for target in targets:
+        started = time.perf_counter()
+        imported = [import_version(version) for version in plans[target.key]]
+        for model in imported:
+            state = "reused" if model.reused else "imported"
+            progress(f"{target.key}: {state} {model.name} version {model.version} as {model.tag}")
+        progress(f"{target.key}: building {target.bentofile} ...")
+        bento = _build_bento(target, imported)
+        report.bentos.append(
+            BuiltBento(
+                target=target.key,
+                tag=str(bento.tag),
+                models=[_baked(model) for model in imported],
+                seconds=round(time.perf_counter() - started, 1),
+                size_bytes=_bento_size(bento, bentoml),
+                path=str(bento.path),
+            )
+        )
+        progress(f"{target.key}: built {bento.tag}")
+    return report
+
+
+def bentofile_with_models(bentofile: Path, models: Sequence[ImportedModel]) -> dict[str, Any]:
+    """The bentofile's content with ``models``, their labels and the runtime envs added.
+
+    Package locking is switched off unless the bentofile asks for it: the bentofiles pin
+    exact versions, and locking would run a resolver over the network on every build.
+    """
+    config: dict[str, Any] = yaml.safe_load(bentofile.read_text()) or {}
+    declared = [entry for entry in config.get("models") or [] if entry]
+    config["models"] = [*declared, *({"tag": model.tag} for model in models)]
+    labels = dict(config.get("labels") or {})
+    labels.update({f"{MODEL_LABEL_PREFIX}{m.name}": f"v{m.version}" for m in models})
+    config["labels"] = labels
+    python = dict(config.get("python") or {})
+    python.setdefault("lock_packages", False)  # locking runs a resolver over the network
+    config["python"] = python
+    envs = list(config.get("envs") or [])
+    present = {env.get("name") for env in envs}
+    envs += [{"name": k, "value": v} for k, v in RUNTIME_ENVS.items() if k not in present]
+    config["envs"] = envs
+    return config
+
+
+def _build_bento(target: BentoTarget, models: Sequence[ImportedModel]) -> Any:
+    import bentoml
+
+    config = bentofile_with_models(target.bentofile_path, models)
+    with tempfile.TemporaryDirectory(prefix=f"bentofile-{target.key}-") as folder:
+        generated = Path(folder) / "bentofile.yaml"
+        generated.write_text(yaml.safe_dump(config, sort_keys=False))
+        return bentoml.bentos.build_bentofile(str(generated), build_ctx=str(REPO_ROOT))
+
+
+def _bento_size(bento: Any, bentoml: Any) -> int:
+    files = sum(p.stat().st_size for p in Path(bento.path).rglob("*") if p.is_file())
+    models = 0
+    for info in bento.info.all_models:
+        model_path = Path(bentoml.models.get(info.tag).path)
+        models += sum(p.stat().st_size for p in model_path.rglob("*") if p.is_file())
+    return files + models
+
+
+def _baked(model: ImportedModel) -> BakedModel:
+    return BakedModel(
+        name=model.name,
+        version=model.version,
+        alias=model.alias,
+        bentoml_tag=model.tag,
+        reused=model.reused,
+    )
+
+
+def _normalize(key: str) -> str:
+    key = key.strip().lower().replace("-", "_")
+    return {"specialist": "specialists", "composite": "regime_blend"}.get(key, key)

@@ -1,0 +1,182 @@
+"""A decision in the seed's response schema, and the inputs that reproduce it.
+
+Pure functions of a :class:`~.decision.Decision` and what produced it: seed names
+(``bull_specialist``), the risk block, metadata naming every model version, the optional
+explanation, and the canonical inputs whose sha256 is the decision's ``inputs_digest``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from bentos.regime_blend.compat import seed_name
+from bentos.regime_blend.decision import Decision
+from bentos.regime_blend.market import Snapshot
+from bentos.regime_blend.pool import Answer
+from bentos.regime_blend.portfolio import Portfolio
+from bentos.regime_blend.schemas import (
+    DecisionMetadata,
+    DecisionResponse,
+    Explanation,
+    PredictRequest,
+    RegimeProbabilities,
+    RiskChecks,
+    RiskRejection,
+    RiskValidation,
+    SpecialistExplanation,
+    UsedModel,
+)
+from bentos.regime_blend.settings import BlendSettings
+from training_hooks.features import FEATURE_NAMES
+from training_hooks.regime import REGIME_LABELS
+from training_hooks.specialists import ACTIONS
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): what the inputs digest is taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def decision_inputs(
+    request: PredictRequest,
+    snapshot: Snapshot,
+    decision: Decision,
+    portfolio: Portfolio,
+    portfolio_source: str,
+    models: list[UsedModel],
+    settings: BlendSettings,
+) -> dict[str, Any]:
+    """Everything a decision depends on (inline bars by digest), enough to reproduce it."""
+    return {
+        "symbol": snapshot.symbol,
+        "timestamp": None if request.timestamp is None else request.timestamp.isoformat(),
+        "as_of": snapshot.as_of.isoformat(),
+        "data_source": snapshot.source,
+        "bars_digest": snapshot.bars_digest,
+        "price": snapshot.price,
+        "features": dict(zip(FEATURE_NAMES, snapshot.features.tolist(), strict=True)),
+        "regime": dict(zip(REGIME_LABELS, snapshot.regime.tolist(), strict=True)),
+        "blend_mode": decision.mode,
+        "strategy_override": decision.plan.override,
+        "risk_check": request.risk_check,
+        "sector": request.sector,
+        "portfolio": portfolio.model_dump(mode="json"),
+        "portfolio_source": portfolio_source,
+        "policy": {
+            "weights": settings.weights.model_dump(),
+            "sizing": settings.sizing.model_dump(),
+            "risk": settings.risk.model_dump(),
+            "sectors": settings.sectors,
+            "default_sector": settings.default_sector,
+        },
+        "models": [model.model_dump() for model in models],
+    }
+
+
+def render_response(
+    decision_id: str,
+    decision: Decision,
+    snapshot: Snapshot,
+    answers: dict[str, Answer],
+    *,
+    roles: tuple[str, ...],
+    models: list[UsedModel],
+    portfolio_source: str,
+    digest: str,
+    latency_ms: float,
+    now: datetime,
+    explain: bool,
+) -> DecisionResponse:
+    """The seed's response (plus extensions) for ``decision``."""
+    weights = dict(zip(roles, decision.weights.tolist(), strict=True))
+    return DecisionResponse(
+        decision_id=decision_id,
+        symbol=snapshot.symbol,
+        action=decision.action,
+        confidence=decision.confidence,
+        recommended_quantity=decision.quantity,
+        regime_probabilities=RegimeProbabilities(
+            **dict(zip(REGIME_LABELS, decision.regime.tolist(), strict=True)),
+            entropy=decision.entropy,
+            entropy_normalized=decision.entropy_normalized,
+        ),
+        strategy_weights={seed_name(role): w for role, w in weights.items()},
+        risk_validation=risk_validation(decision),
+        metadata=DecisionMetadata(
+            model_version=model_version(decision),
+            latency_ms=latency_ms,
+            timestamp=now,
+            blend_mode=decision.mode,
+            models=models,
+            fallbacks=decision.plan.fallbacks,
+            strategy_override=decision.plan.override,
+            as_of=snapshot.as_of,
+            price=snapshot.price,
+            data_source=snapshot.source,
+            portfolio_source=portfolio_source,
+            inputs_digest=digest,
+        ),
+        explanation=explanation(decision, answers, snapshot, weights) if explain else None,
+    )
+
+
+def model_version(decision: Decision) -> str:
+    """The seed's ``metadata.model_version``: the specialist that acted, or ``mixture``."""
+    if decision.plan.override:
+        return seed_name(decision.plan.override)
+    if decision.mode == "argmax" and decision.blend.chosen_role:
+        return seed_name(decision.plan.used[decision.blend.chosen_role])
+    return "mixture"
+
+
+def risk_validation(decision: Decision) -> RiskValidation | None:
+    risk = decision.risk
+    if risk is None:
+        return None
+    return RiskValidation(
+        approved=risk.approved,
+        warnings=risk.warnings,
+        checks=RiskChecks(**risk.checks),
+        rejections=[
+            RiskRejection(check=r.check, message=r.message, limit=r.limit, proposed=r.proposed)
+            for r in risk.rejections
+        ],
+        allowed_quantity=risk.allowed_quantity if decision.quantity else 0,
+        exposure=risk.exposure,
+    )
+
+
+def explanation(
+    decision: Decision,
+    answers: dict[str, Answer],
+    snapshot: Snapshot,
+    weights: dict[str, float],
+) -> Explanation:
+    """Each specialist's probabilities and weight, and the distribution the action came from."""
+    plan = decision.plan
+    specialists = {}
+    for role in dict.fromkeys([*weights, *([plan.override] if plan.override else [])]):
+        served = plan.used[role]
+        probabilities, ref = answers[served]
+        specialists[role] = SpecialistExplanation(
+            probabilities=dict(zip(ACTIONS, probabilities.tolist(), strict=True)),
+            weight=weights.get(role),
+            served_by=served,
+            model=ref,
+        )
+    if plan.override:
+        method = f"override: {seed_name(plan.override)} acted alone"
+    elif decision.mode == "argmax":
+        chosen = seed_name(decision.blend.chosen_role or "")
+        method = f"argmax: {chosen} (largest weight) acted alone"
+    else:
+        method = "mixture: sum_k w_k * pi_k"
+    return Explanation(
+        method=method,
+        specialists=specialists,
+        weights={seed_name(role): w for role, w in weights.items()},
+        blended=dict(zip(ACTIONS, decision.blend.distribution.tolist(), strict=True)),
+        features=dict(zip(FEATURE_NAMES, snapshot.features.tolist(), strict=True)),
+    )

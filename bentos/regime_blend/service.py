@@ -1,0 +1,89 @@
+"""RegimeBlend: the composite service (regime detector in-process, Specialists as a
+dependency with its own process and adaptive batching).
+
+Routes (seed paths, see ``api``): ``POST /api/v1/predict``, ``GET /api/v1/models``,
+``GET /health``, ``GET /api/v1/decisions/{id}``, ``GET|PUT /api/v1/portfolio``,
+``POST /api/v1/portfolio/fills``; ``/admin/models`` and ``/admin/reload`` (live promotion
+of the regime detector, shared with the other services); BentoML adds ``/readyz``,
+``/livez`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from bentos.regime_blend.api import app
+from bentos.regime_blend.decision_log import DecisionLog
+from bentos.regime_blend.engine import BlendEngine
+from bentos.regime_blend.market import MarketSource
+from bentos.regime_blend.pool import SpecialistPool
+from bentos.regime_blend.portfolio import PortfolioStore
+from bentos.regime_blend.settings import get_blend_settings
+from bentos.shared.admin import mount_admin
+from bentos.shared.live import start_live_updates
+from bentos.shared.model_source import ModelSet
+from bentos.shared.protection import protect
+from bentos.shared.settings import get_serving_settings
+from bentos.specialists.service import Specialists
+from registry.families import REGIME_DETECTOR_NAME, Family
+
+SERVICE_NAME = "RegimeBlend"
+logger = logging.getLogger("tradeserve.regime_blend")
+
+# BentoML 1.4 picks the media type of a root-model output (``list[ObservationResult]``) by
+# generating its JSON schema on every response (_bentoml_sdk/io_models.py,
+# IOMixin.mime_type): ~2-4 ms of CPU per call, about half of what the Specialists process
+# spends per decision. The answer is always JSON; pin it. (The Specialists worker of this
+# bento imports this module, so the pin applies there.)
+Specialists.apis["act_batch"].output_spec.media_type = "application/json"
+
+
+@bentoml.service(name=SERVICE_NAME, traffic={"timeout": 30})
+@bentoml.asgi_app(app, path="/")
+class RegimeBlend:
+    """Blends the promoted specialists by the promoted regime detector's probabilities."""
+
+    # In-process Specialists by default; TRADESERVE_SPECIALISTS_URL points at a separately
+    # deployed one (Kubernetes, compose), called over JSON HTTP with the API key.
+    specialists = bentoml.depends(Specialists, url=get_serving_settings().specialists_url)
+
+    def __init__(self) -> None:
+        settings = get_blend_settings()
+        self.regime = ModelSet(Family.REGIME, [REGIME_DETECTOR_NAME], device="cpu")
+        self.regime.load()
+        state = settings.state_path
+        market = MarketSource(settings.market_path, lambda: self.regime.get(REGIME_DETECTOR_NAME))
+        self.engine = BlendEngine(
+            settings=settings,
+            regime=self.regime,
+            pool=SpecialistPool(
+                self.specialists, settings.catalog_refresh_s, settings.specialist_cache_size
+            ),
+            market=market,
+            portfolio=PortfolioStore(state / "portfolio.db", settings.initial_capital),
+            log=DecisionLog(state, writer=f"w{bentoml.server_context.worker_index or 0}"),
+        )
+        warmed = market.warm()
+        logger.info("regime features and filter cached for %s", ", ".join(warmed) or "no symbol")
+        # follows promotions of the regime detector; cached series are keyed by its version
+        self.live = start_live_updates(SERVICE_NAME, self.regime)
+
+    def __is_ready__(self) -> bool:
+        return self.regime.ready
+
+    def model_sets(self) -> list[ModelSet]:
+        """Models served in this process (for live promotion and /admin); the specialists
+        are served, and followed, by Specialists."""
+        return [self.regime]
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+        self.engine.close()
+
+
+protect(RegimeBlend)
+mount_admin(RegimeBlend, SERVICE_NAME)

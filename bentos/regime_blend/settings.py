@@ -1,0 +1,126 @@
+"""Typed settings of RegimeBlend (environment prefix ``TRADESERVE_BLEND_``, nested keys with
+``__``, e.g. ``TRADESERVE_BLEND_RISK__MAX_LEVERAGE=2``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bentos.regime_blend.blending import WeightMapping
+from registry.settings import get_settings
+
+BlendMode = Literal["argmax", "mixture"]
+RiskMode = Literal["body", "reject"]
+
+
+class RiskLimits(BaseModel):
+    """Portfolio limits every BUY/SELL is checked against (the seed's risk manager rules)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_position_fraction: float = Field(
+        default=0.25, gt=0, description="|position value| / equity, per symbol"
+    )
+    max_sector_fraction: float = Field(
+        default=0.50, gt=0, description="sum of |position values| in one sector / equity"
+    )
+    max_leverage: float = Field(default=1.5, gt=0, description="gross exposure / equity")
+    max_daily_loss_fraction: float = Field(
+        default=0.02,
+        gt=0,
+        description="loss since the day's start equity above which only trades that reduce "
+        "the position are allowed",
+    )
+    allowed_margin: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="on rejection, the allowed quantity targets this fraction of the binding "
+        "limit (the seed's 95 % safety margin)",
+    )
+    warn_fraction: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="a check reports 'warning' above this share of its limit",
+    )
+
+
+class SizingConfig(BaseModel):
+    """How a BUY/SELL becomes a share count."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seed_base_quantity: int = Field(
+        default=100, ge=1, description="argmax mode: the seed's int(base·conf·(1 − H_nats))"
+    )
+    risk_budget_fraction: float = Field(
+        default=0.10,
+        gt=0,
+        le=1,
+        description="mixture mode: notional of a fully confident, fully certain decision as a "
+        "fraction of equity; scaled by confidence·(1 − H_norm) and divided by the price",
+    )
+    min_quantity: int = Field(default=1, ge=0, description="smallest BUY/SELL quantity")
+
+
+class BlendSettings(BaseSettings):
+    """Everything about RegimeBlend that BentoML's configuration does not cover."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRADESERVE_BLEND_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    default_mode: BlendMode = Field(
+        default="mixture", description="blend_mode when a request does not name one"
+    )
+    risk_mode: RiskMode = Field(
+        default="body",
+        description="'body': a rejected trade is answered 200 with risk_validation.approved = "
+        "false; 'reject': the seed's 403 + X-Risk-Warnings (request field risk_mode overrides)",
+    )
+    weights: WeightMapping = Field(default_factory=WeightMapping)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    initial_capital: float = Field(
+        default=1_000_000.0, gt=0, description="cash of a fresh service portfolio"
+    )
+    sectors: dict[str, str] = Field(
+        default_factory=lambda: {"SPX": "us-equity-index", "NASDAQ": "us-equity-index"},
+        description="symbol -> sector for the concentration check",
+    )
+    default_sector: str = Field(default="unknown", description="sector of unmapped symbols")
+    state_dir: Path | None = Field(
+        default=None,
+        description="decision log + portfolio state (default TRADESERVE_HOME/regime_blend)",
+    )
+    market_data_dir: Path | None = Field(
+        default=None,
+        description="per-symbol CSV/Parquet bars (default TRADESERVE_HOME/market_data)",
+    )
+    max_request_bars: int = Field(default=5000, ge=1, description="inline bars per request")
+    specialist_cache_size: int = Field(
+        default=65_536,
+        ge=0,
+        description="specialist answers memoised per (role, version, feature row); 0 = off",
+    )
+    catalog_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often the served specialists are re-listed"
+    )
+
+    @property
+    def state_path(self) -> Path:
+        return (self.state_dir or get_settings().home_dir / "regime_blend").expanduser()
+
+    @property
+    def market_path(self) -> Path:
+        return (self.market_data_dir or get_settings().market_data_dir).expanduser()
+
+
+@lru_cache(maxsize=1)
+def get_blend_settings() -> BlendSettings:
+    return BlendSettings()
