@@ -445,16 +445,22 @@ class FactorRuntime:
         raw = self.predict_rows(frame[list(self._factors)].to_numpy(dtype=np.float32))
         return self.output_frame(raw, index=frame.index)
 
-    def output_frame(self, raw: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
-        """Name raw booster output: regression → ``prediction``; classifiers add probas."""
+    def output_columns(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """Name raw booster output: regression → ``prediction``; classifiers add
+        ``proba_<class>`` columns and predict the most probable class. No pandas: this is
+        the serving hot path."""
         if self.objective == "binary:logistic":
             proba = np.column_stack([1.0 - raw, raw])
         elif self.objective == "multi:softprob":
             proba = np.asarray(raw).reshape(len(raw), -1)
         else:
-            return pd.DataFrame({"prediction": np.asarray(raw, dtype=float)}, index=index)
+            return {"prediction": np.asarray(raw, dtype=float)}
         columns = {f"proba_{k}": proba[:, k].astype(float) for k in range(proba.shape[1])}
-        return pd.DataFrame({"prediction": proba.argmax(axis=1), **columns}, index=index)
+        return {"prediction": proba.argmax(axis=1), **columns}
+
+    def output_frame(self, raw: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+        """:meth:`output_columns` as a frame (the pyfunc ``predict`` output)."""
+        return pd.DataFrame(self.output_columns(raw), index=index)
 
     def payload(self) -> FactorPayload:
         """model_manager's model payload for this model."""

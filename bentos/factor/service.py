@@ -76,9 +76,9 @@ class FactorModels:
         matrix = self._rows(runtime, rows, features)
         with observe_call(SERVICE_NAME, served.ref, len(matrix)):
             raw = runtime.predict_rows(matrix)
-        output = runtime.output_frame(raw)
+        output = runtime.output_columns(raw)
         probabilities = {
-            column: output[column].tolist() for column in output if column.startswith("proba_")
+            column: values.tolist() for column, values in output.items() if column != "prediction"
         }
         return PredictResponse(
             predictions=output["prediction"].astype(float).tolist(),
