@@ -79,6 +79,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
         "env": {"OMP_NUM_THREADS": "1"},
     },
+    "2-workers-1-thread-b64": {
+        "about": "workers 2, OMP_NUM_THREADS=1, max_batch_size kept at 64 (keep-alive "
+        "connections are not spread evenly over the workers)",
+        "config": {"services": {"ChronosForecaster": {"workers": 2}}},
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
+    "2-workers-1-thread-b64-linger": {
+        "about": "2-workers-1-thread-b64 plus the linger dispatch policy",
+        "target": "bench.chronos_linger:ChronosForecaster",
+        "config": {"services": {"ChronosForecaster": {"workers": 2}}},
+        "env": {"OMP_NUM_THREADS": "1"},
+    },
     "2-workers-1-thread": {
         "about": "workers 2, OMP_NUM_THREADS=1, max_batch_size 32: two model copies, "
         "each batching half of the clients on its own core",
@@ -408,7 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         result["forecaster"] = run_forecaster(home, logs, bodies, args, work, None)
     for variant in args.variant_list:
         log(f"ChronosForecaster variant {variant}: {VARIANTS[variant]['about']}")
-        result["variants"].append(run_forecaster(home, logs, bodies, args, work, variant))
+        try:
+            result["variants"].append(run_forecaster(home, logs, bodies, args, work, variant))
+        except Exception as error:  # one broken variant must not lose the whole run
+            log(f"  variant {variant} failed: {error}")
+            result.setdefault("failed_variants", {})[variant] = str(error)[-2000:]
     if not args.skip_baselines:
         log("(b) in-process limit, after the servers")
         result["in_process"].append(in_process(home, work, [64], args.inprocess_duration))

@@ -412,17 +412,18 @@ def markdown(result: dict[str, Any]) -> str:
         "latency = request sent → response read):",
         "",
         "| server | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | server cores | "
-        "hey cores | other cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "server CPU ms/req | hey cores | other cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         closed, cpu = run["closed"], run["closed"]["cpu"]
         lat = closed["latency_ms"]
+        per_request = cpu["server_cores"] / closed["throughput_rps"] * 1000
         lines.append(
             f"| {run['server']} | {closed['throughput_rps']:,.0f} | {fmt(lat['p50'], 2)} | "
             f"{fmt(lat['p95'], 2)} | {fmt(lat['p99'], 2)} | {fmt(lat['max'], 1)} | "
-            f"{closed['errors']} | {cpu['server_cores']} | {cpu['loadgen_cores']} | "
-            f"{cpu['other_cores']} |"
+            f"{closed['errors']} | {cpu['server_cores']} | {per_request:.2f} | "
+            f"{cpu['loadgen_cores']} | {cpu['other_cores']} |"
         )
     lines += [
         "",
@@ -515,8 +516,13 @@ def main(argv: list[str] | None = None) -> int:
             first = json.loads(bodies["mlflow"]["single"].read_text())
             check_answers(server.url + "/invocations", first, expected, "predictions")
             runs.append(measure(server.name, server, "/invocations", bodies["mlflow"], args, work))
+    failed = {}
     for variant in args.variant_list:
-        runs.append(run_factormodels(variant, home, logs, work, bodies, expected, args))
+        try:
+            runs.append(run_factormodels(variant, home, logs, work, bodies, expected, args))
+        except Exception as error:  # one broken variant must not lose the whole run
+            log(f"  variant {variant} failed: {error}")
+            failed[variant] = str(error)[-2000:]
 
     result = {
         "benchmark": NAME,
@@ -531,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "configuration": (common.CONFIGURATION).read_text(),
         "measurement": {"nice": args.nice, **common.QUIET},
         "runs": runs,
+        "failed_variants": failed,
     }
     result["verdicts"] = verdicts(runs)
     text = markdown(result)
