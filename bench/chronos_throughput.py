@@ -60,44 +60,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "env": {},
     },
     "torch-1-thread": {
-        "about": "OMP_NUM_THREADS=1: torch uses one intra-op thread, leaving a core to HTTP",
+        "about": "TRADESERVE_TORCH_THREADS=1: one intra-op thread, leaving a core to HTTP",
         "config": {},
-        "env": {"OMP_NUM_THREADS": "1"},
+        "env": {"TRADESERVE_TORCH_THREADS": "1"},
     },
-    "linger": {
-        "about": "dispatch-policy change (bench/chronos_linger.py): when the model is free, "
-        "wait until no request arrived for 5 ms (max 50 ms) or the batch is full",
-        "target": "bench.chronos_linger:ChronosForecaster",
-        "config": {},
+    "1-worker": {
+        "about": "workers 1 (two torch threads) instead of 2 (one each)",
+        "config": {"services": {"ChronosForecaster": {"workers": 1}}},
         "env": {},
     },
-    "2-workers-1-thread-linger": {
-        "about": "2-workers-1-thread plus the linger dispatch policy",
-        "target": "bench.chronos_linger:ChronosForecaster",
-        "config": {
-            "services": {"ChronosForecaster": {"workers": 2, "batching": {"max_batch_size": 32}}}
-        },
-        "env": {"OMP_NUM_THREADS": "1"},
+    "2-workers-b32": {
+        "about": "workers 2 with max_batch_size 32 (half the clients each)",
+        "config": {"services": {"ChronosForecaster": {"batching": {"max_batch_size": 32}}}},
+        "env": {},
     },
-    "2-workers-1-thread-b64": {
-        "about": "workers 2, OMP_NUM_THREADS=1, max_batch_size kept at 64 (keep-alive "
-        "connections are not spread evenly over the workers)",
-        "config": {"services": {"ChronosForecaster": {"workers": 2}}},
-        "env": {"OMP_NUM_THREADS": "1"},
-    },
-    "2-workers-1-thread-b64-linger": {
-        "about": "2-workers-1-thread-b64 plus the linger dispatch policy",
-        "target": "bench.chronos_linger:ChronosForecaster",
-        "config": {"services": {"ChronosForecaster": {"workers": 2}}},
-        "env": {"OMP_NUM_THREADS": "1"},
-    },
-    "2-workers-1-thread": {
-        "about": "workers 2, OMP_NUM_THREADS=1, max_batch_size 32: two model copies, "
-        "each batching half of the clients on its own core",
-        "config": {
-            "services": {"ChronosForecaster": {"workers": 2, "batching": {"max_batch_size": 32}}}
-        },
-        "env": {"OMP_NUM_THREADS": "1"},
+    "no-gap": {
+        "about": "TRADESERVE_BATCH_GAP_MS=0: a free model takes whatever is queued at once "
+        "(close to BentoML's CorkDispatcher under closed-loop load)",
+        "config": {},
+        "env": {"TRADESERVE_BATCH_GAP_MS": "0"},
     },
 }
 
@@ -247,8 +228,8 @@ def run_forecaster(
         home, config=config, TRADESERVE_CHRONOS_MODELS=json.dumps([MODEL]), **spec["env"]
     )
     label = f"ChronosForecaster [{variant}]" if variant else "ChronosForecaster"
-    target = spec.get("target", "bentos.chronos.service:ChronosForecaster")
-    server = common.bento_server(target, env, logs / f"chronos-{variant or 'main'}.log")
+    log_path = logs / f"chronos-{variant or 'main'}.log"
+    server = common.bento_server("bentos.chronos.service:ChronosForecaster", env, log_path)
     with common.running(server):
         result = closed_loop(label, server, bodies, args, work, warmup=args.warmup)
     result["variant"] = variant

@@ -197,51 +197,6 @@ def bento_server(target: str, env: Mapping[str, str], log_path: Path) -> BentoSe
     return BentoServer(target, env, log_path)
 
 
-def bento_process(
-    target: str, env: Mapping[str, str], log_path: Path, python: Path
-) -> ServerProcess:
-    """``bentoml serve target`` run by another interpreter (e.g. :func:`overlay_python`)."""
-    port = free_port()
-    command = [str(python), str(python.with_name("bentoml")), "serve", target]
-    command += ["--host", LOCALHOST, "--port", str(port)]
-    return ServerProcess(f"bentoml serve {target}", command, env, port, "/readyz", log_path)
-
-
-OVERLAY_PACKAGES = ("uvloop", "httptools")
-
-
-def overlay_python(work: Path, packages: Sequence[str] = OVERLAY_PACKAGES) -> Path:
-    """An interpreter that sees this virtual environment plus ``packages`` (installed into a
-    separate venv in ``work``, never into .venv): measures what adding a dependency (here
-    uvicorn's optional uvloop + httptools, picked automatically by uvicorn) would change."""
-    import sysconfig
-
-    venv = work / "overlay-venv"
-    python = venv / "bin" / "python"
-    ready = venv / ".ready"
-    if ready.is_file():
-        return python
-    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)  # type: ignore[attr-defined]
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    main_site = sysconfig.get_paths()["purelib"]
-    (site / "zz_tradeserve_venv.pth").write_text(f"import site; site.addsitedir({main_site!r})\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
-    for tool in ("bentoml", "mlflow", "uvicorn"):
-        original = Path(PYTHON).with_name(tool).read_text().splitlines()
-        script = venv / "bin" / tool
-        script.write_text("\n".join([f"#!{python}", *original[1:]]) + "\n")
-        script.chmod(0o755)
-    ready.write_text(" ".join(packages) + "\n")
-    return python
-
-
 def server_pid(server: ServerProcess | BentoServer) -> int:
     process = server.process
     assert process is not None

@@ -18,8 +18,9 @@ Two workloads, each on a fresh server with the shipped settings:
   of a few symbols, argmax and mixture, half with a portfolio in the body (varied
   positions), half against the service's portfolio state. After the first request per
   worker, specialist answers for that bar come from RegimeBlend's memo;
-* ``replay`` — every request about another (symbol, bar) of 2002–2018: every decision
-  crosses to Specialists (the composite's full cost: two BentoML hops).
+* ``replay`` — every request about another (symbol, bar) of 2002–2018, and RegimeBlend's
+  memo of specialist answers off (``TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE=0``): every
+  decision crosses to Specialists (the composite's full cost: two BentoML hops).
 
 Every decision is fsync'd to the decision log before it is answered. Per-stage means come
 from the service's ``tradeserve_regime_blend_stage_seconds`` histogram, specialist answers
@@ -368,7 +369,8 @@ def markdown(result: dict[str, Any]) -> str:
                 )
                 details.append("")
         details += [
-            f"**{name}** — stage means (ms, open loop): "
+            f"**{name}** (measured {scenario.get('when', result['when'])}) — stage means "
+            "(ms, open loop): "
             + ", ".join(f"{k} {v}" for k, v in openl["stage_ms"].items())
             + "; server CPU by process (cores, open / closed): "
             + ", ".join(
@@ -408,7 +410,10 @@ def run_scenario(
         open_bodies = replay_bodies(work / "replay-open.jsonl", 0)
         closed_bodies = replay_bodies(work / "replay-closed.jsonl", 1)
     state = Path(tempfile.mkdtemp(prefix="state-", dir=work))
-    env = server_env(home, state, config)
+    extra = dict(item.split("=", 1) for item in args.env)
+    if name == "replay":  # every decision crosses to Specialists, however often bars repeat
+        extra.setdefault("TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE", "0")
+    env = server_env(home, state, config, **extra)
     server = BentoServer(".", env, work / f"serve-{name.replace(' ', '-')}.log")
     log(f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)")
     server.start(timeout=240)
@@ -421,6 +426,7 @@ def run_scenario(
     finally:
         server.stop()
     return {
+        "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "other_cores_before": round(other_before, 2),
         "open_loop": open_run,
         "closed_loop": closed_run,
@@ -437,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workload", action="append", choices=WORKLOADS)
     parser.add_argument("--override", default="{}", help="JSON merged into configuration.yaml")
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the server (repeatable)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = parser.parse_args(argv)
 
@@ -459,11 +468,17 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "overrides": overrides,
+            "server_env": args.env,
             "bentoml_config": yaml.safe_load(Path(config).read_text()),
         },
         "targets": TARGETS,
         "scenarios": scenarios,
     }
+    if not args.no_write:
+        path = RESULTS / f"{NAME}.json"
+        if path.is_file() and args.workload:  # a subset: keep the other workloads' runs
+            earlier = json.loads(path.read_text()).get("scenarios", {})
+            result["scenarios"] = {**earlier, **scenarios}
     text = markdown(result)
     print(text)
     if not args.no_write:

@@ -43,10 +43,10 @@ def resolve(
     alias = alias or settings.alias
     mlflow_client = client or store.client()
     with store.translate_errors(f"registered model '{name}'"):
-        mlflow_client.get_registered_model(name)
-        version = _by_alias(mlflow_client, name, alias)
+        version = _by_alias(mlflow_client, name, alias)  # one light query: live mode polls it
         if version is not None:
             return to_resolved(version, alias=alias)
+        mlflow_client.get_registered_model(name)  # a clear error when the model does not exist
         staged = mlflow_client.get_latest_versions(name, stages=[settings.legacy_stage])
     if staged:
         return to_resolved(staged[0], alias=None)

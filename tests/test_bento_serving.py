@@ -5,7 +5,7 @@
   the promoted models loaded in-process.
 * specialists + the composite, deployed as on Kubernetes: the Specialists family bento
   served on its own, RegimeBlend's bento started separately and pointed at it by URL
-  (``TRADESERVE_SPECIALISTS_URL``).
+  (``TRADESERVE_SPECIALISTS_URL``), each with its own BentoML home as in its own pod.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import bentoml
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bentos.build import BuiltBento
 from registry.families import SPECIALIST_ROLES, specialist_name
@@ -48,6 +49,41 @@ def s3_env(s3: S3Endpoint, home: Path) -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY=s3.secret_access_key,
         AWS_DEFAULT_REGION=s3.region,
         AWS_ENDPOINT_URL_S3=s3.endpoint_url,
+    )
+
+
+def own_bentoml_home(home: Path, where: Path) -> str:
+    """A BentoML home of one server that sees the bentos and models of ``home``'s store.
+
+    Every ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` as it starts
+    (``bentoml.serving.ensure_prometheus_dir``): two servers on one home share that folder,
+    and the second one started unlinks the first one's metric files, whose ``/metrics``
+    then shows the other server's series. Pods never share a home; neither do these servers.
+    """
+    own = where / "bentoml"
+    own.mkdir(parents=True, exist_ok=True)
+    for store in ("bentos", "models"):
+        link = own / store
+        if not link.exists():
+            link.symlink_to(home / "bentoml" / store, target_is_directory=True)
+    return str(own)
+
+
+def scrape(server: BentoServer) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the server's ``/metrics``, by (name, labels)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).raise_for_status().text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` that carry all of ``labels``."""
+    wanted = set(labels.items())
+    return sum(
+        value for (sample, have), value in samples.items() if sample == name and wanted <= have
     )
 
 
@@ -113,8 +149,12 @@ def specialists_bento_server(
     built: dict[str, BuiltBento], demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
     bento = built["specialists"]
-    env = offline_env(demo_home, BENTOML_CONFIG=bento_config(Path(bento.path)))
     logs = tmp_path_factory.mktemp("specialists-bento")
+    env = offline_env(
+        demo_home,
+        BENTOML_CONFIG=bento_config(Path(bento.path)),
+        BENTOML_HOME=own_bentoml_home(demo_home, logs),
+    )
     with bento_server(bento.tag, env, logs / "serve.log") as server:
         yield server
 
@@ -148,16 +188,42 @@ def test_composite_uses_the_separately_deployed_specialists(
         BENTOML_CONFIG=bento_config(Path(bento.path)),
         TRADESERVE_SPECIALISTS_URL=specialists_bento_server.url,
         TRADESERVE_BLEND_STATE_DIR=str(tmp_path / "state"),
+        BENTOML_HOME=own_bentoml_home(demo_home, tmp_path),
     )
     with bento_server(bento.tag, env, tmp_path / "serve.log") as composite:
+        before = scrape(specialists_bento_server)
         response = _post(composite, "/api/v1/predict", {"symbol": "SPX", "explain": True})
         assert response.status_code == 200, response.text
         decision = response.json()
+        bars = {decision["metadata"]["as_of"]}
+        # earlier bars, far apart: features never asked about yet, so no memoised answer
+        for day in ("2016-05-03", "2017-03-01", "2018-06-01"):
+            response = _post(composite, "/api/v1/predict", {"symbol": "SPX", "timestamp": day})
+            assert response.status_code == 200, response.text
+            bars.add(response.json()["metadata"]["as_of"])
+        after = scrape(specialists_bento_server)
         local = "Service Specialists initialized" in composite.log_path.read_text()
     assert not local, (
         "the composite started its own Specialists: it must declare "
         "bentoml.depends(Specialists, url=get_serving_settings().specialists_url)"
     )
+    assert len(bars) == 4, bars
+    # The separate server answered: one act_batch request per bar (the composite's workers
+    # memoise answers per feature row, so only a bar seen before could skip the hop) ...
+    act_batch = {"endpoint": "/act_batch", "http_response_code": "200"}
+    requests = total(after, "bentoml_service_request_total", **act_batch) - total(
+        before, "bentoml_service_request_total", **act_batch
+    )
+    assert requests >= len(bars), f"{requests} act_batch requests reached Specialists"
+    # ... and its models saw each bar's feature row (observations, however batched).
+    for model in decision["metadata"]["models"]:
+        if model["role"] == "regime":
+            continue
+        mine = {"service": "Specialists", "model": model["name"]}
+        rows = total(after, "tradeserve_model_batch_size_sum", **mine) - total(
+            before, "tradeserve_model_batch_size_sum", **mine
+        )
+        assert rows >= len(bars), f"{model['name']} saw {rows} observations"
     explanation = decision["explanation"]
     observation = [explanation["features"][name] for name in FEATURE_NAMES]
     with bentoml.SyncHTTPClient(specialists_bento_server.url) as specialists:

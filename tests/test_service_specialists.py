@@ -75,3 +75,43 @@ def test_bad_requests_get_clear_client_errors(specialists_server, demo_registry)
         timeout=30,
     )
     assert nan.status_code == 400 and "NaN" in nan.text
+
+
+def test_batched_endpoint_rejects_bad_tasks_without_failing_good_ones(
+    specialists_server, demo_registry
+) -> None:
+    url = f"{specialists_server.url}/act_batch"
+    row = real_observations(1)[0].tolist()
+    for task, message in (
+        ({"specialist": "crab", "observation": row}, "specialist"),
+        ({"specialist": "bull", "observation": []}, "observation"),
+        ({"specialist": "bull", "observation": "nope"}, "observation"),
+    ):
+        response = httpx.post(url, json={"tasks": [task]}, timeout=30)
+        assert response.status_code == 400, (task, response.text)
+        assert message in response.text
+    nan = httpx.post(
+        url,
+        content=json.dumps(
+            {"tasks": [{"specialist": "bull", "observation": [math.nan] * len(FEATURE_NAMES)}]}
+        ),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert nan.status_code == 400 and "NaN" in nan.text
+    mixed = httpx.post(
+        url,
+        json={
+            "tasks": [
+                {"specialist": "bull", "observation": row[:-1]},
+                {"specialist": "bear", "observation": row},
+            ]
+        },
+        timeout=30,
+    )
+    assert mixed.status_code == 200, mixed.text
+    short, good = mixed.json()
+    assert f"expects {len(FEATURE_NAMES)} features" in short["error"]
+    assert short["probabilities"] == []
+    assert good["error"] is None and good["model"]["name"] == "specialist-bear"
+    assert math.isclose(sum(good["probabilities"]), 1.0, rel_tol=1e-6)

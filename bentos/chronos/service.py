@@ -22,14 +22,12 @@ from bentos.chronos.schemas import (
     SeriesTask,
     ServedChronosModel,
 )
-from bentos.shared.admin import mount_admin
 from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.errors import client_errors
+from bentos.shared.lifecycle import ModelService, finish_service
 from bentos.shared.lineage import ModelRef
-from bentos.shared.live import start_live_updates
 from bentos.shared.metrics import observe_call
-from bentos.shared.model_source import ModelSet, choose_device
-from bentos.shared.protection import protect
+from bentos.shared.model_source import ModelSet, torch_device
 from bentos.shared.runtime_config import Batching, configured_batching
 from bentos.shared.settings import get_serving_settings
 from registry.errors import TradeserveError
@@ -47,28 +45,18 @@ BATCHING = configured_batching(SERVICE_NAME, Batching(max_batch_size=64, max_lat
     resources={"gpu": 1},
     traffic={"timeout": 60},
 )
-class ChronosForecaster:
+class ChronosForecaster(ModelService):
     """Serves every promoted Chronos model of the registry (or of the bento)."""
 
     def __init__(self) -> None:
         settings = get_serving_settings()
         self.settings = settings
-        self.models = ModelSet(Family.CHRONOS, settings.chronos_models, device=choose_device())
+        self.models = ModelSet(
+            Family.CHRONOS, settings.chronos_models, device=torch_device(SERVICE_NAME)
+        )
         self.models.load()
         self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
-        self.live = start_live_updates(SERVICE_NAME, self.models)
-
-    def __is_ready__(self) -> bool:
-        return self.models.ready
-
-    def model_sets(self) -> list[ModelSet]:
-        """Every set of models this service serves (for live promotion and /admin)."""
-        return [self.models]
-
-    @bentoml.on_shutdown
-    def stop_live_updates(self) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.serve(self.models)
 
     @property
     def default_model(self) -> str:
@@ -203,5 +191,4 @@ def forecast_start(series: SeriesInput, freq: str | None) -> str | None:
     return steps[-1].isoformat()
 
 
-protect(ChronosForecaster)
-mount_admin(ChronosForecaster, SERVICE_NAME)
+finish_service(ChronosForecaster)

@@ -19,12 +19,10 @@ from bentos.factor.schemas import (
     ServedFactorModel,
     VenueThresholdsResponse,
 )
-from bentos.shared.admin import mount_admin
 from bentos.shared.errors import client_errors
-from bentos.shared.live import start_live_updates
+from bentos.shared.lifecycle import ModelService, finish_service
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet
-from bentos.shared.protection import protect
 from bentos.shared.settings import get_serving_settings
 from registry.errors import NotPromotedError, TradeserveError
 from registry.families import Family, venue_quantiles_name
@@ -35,7 +33,7 @@ logger = logging.getLogger("tradeserve.factor")
 
 
 @bentoml.service(name=SERVICE_NAME, traffic={"timeout": 10})
-class FactorModels:
+class FactorModels(ModelService):
     """Serves every promoted factor model and venue-quantile table."""
 
     def __init__(self) -> None:
@@ -47,19 +45,7 @@ class FactorModels:
             self.venues.load()
         except NotPromotedError:
             logger.info("no venue-quantile table is promoted; /venue_quantiles answers 404")
-        self.live = start_live_updates(SERVICE_NAME, self.models, self.venues)
-
-    def __is_ready__(self) -> bool:
-        return self.models.ready
-
-    def model_sets(self) -> list[ModelSet]:
-        """Every set of models this service serves (for live promotion and /admin)."""
-        return [self.models, self.venues]
-
-    @bentoml.on_shutdown
-    def stop_live_updates(self) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.serve(self.models, optional=(self.venues,))
 
     @bentoml.api(route="/predict")
     @client_errors
@@ -166,5 +152,4 @@ def _floats(values: list[float | None]) -> list[float]:
     return [np.nan if value is None else value for value in values]
 
 
-protect(FactorModels)
-mount_admin(FactorModels, SERVICE_NAME)
+finish_service(FactorModels)

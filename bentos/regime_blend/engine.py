@@ -113,7 +113,7 @@ class BlendEngine:
             risk_check=request.risk_check,
         )
         models = [
-            UsedModel(role="regime", **self.regime().ref.model_dump()),
+            UsedModel(role="regime", **snapshot.detector.model_dump()),
             *(UsedModel(role=role, **ref.model_dump()) for role, (_, ref) in answers.items()),
         ]
         inputs = decision_inputs(

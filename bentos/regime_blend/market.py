@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bentos.shared.lineage import ModelRef
 from bentos.shared.model_source import ServedModel
 from training_hooks.features import FEATURE_NAMES, MIN_HISTORY, compute_features, latest_features
 from training_hooks.market_data import (
@@ -89,11 +90,14 @@ class Snapshot:
     price: float  # its close
     features: np.ndarray
     regime: np.ndarray
+    detector: ModelRef  # the regime detector version that computed ``regime``
     source: str  # "store" or "request"
     bars_digest: str | None = None
 
 
-def _snapshot_at(symbol: str, series: SymbolSeries, index: int, source: str) -> Snapshot:
+def _snapshot_at(
+    symbol: str, series: SymbolSeries, detector: ModelRef, index: int, source: str
+) -> Snapshot:
     features, regime = series.features[index], series.regime[index]
     if index < 0 or np.isnan(features).any() or np.isnan(regime).any():
         raise InsufficientHistoryError(
@@ -105,6 +109,7 @@ def _snapshot_at(symbol: str, series: SymbolSeries, index: int, source: str) -> 
         price=float(series.close[index]),
         features=features,
         regime=regime,
+        detector=detector,
         source=source,
     )
 
@@ -129,8 +134,10 @@ class MarketSource:
 
     def series(self, symbol: str) -> SymbolSeries:
         """The cached series of a stored symbol (rebuilt when its file or the detector changes)."""
+        return self._series_by(symbol, self._regime())
+
+    def _series_by(self, symbol: str, served: ServedModel) -> SymbolSeries:
         symbol = normalize_symbol(symbol)
-        served = self._regime()
         stamp = self._stamp(symbol)
         if stamp is None:
             self.store.load(symbol)  # raises UnknownSymbolError naming the known symbols
@@ -152,12 +159,13 @@ class MarketSource:
     def snapshot(self, symbol: str, when: datetime | None) -> Snapshot:
         """The last stored bar at or before ``when`` (nothing after it is used)."""
         symbol = normalize_symbol(symbol)
-        series = self.series(symbol)
+        served = self._regime()  # read once: a live swap must not mix two versions
+        series = self._series_by(symbol, served)
         index = series.index_at(when)
         if index < 0:
             first = pd.Timestamp(series.dates[0]).date() if len(series.dates) else "never"
             raise InsufficientHistoryError(1, 0, f"{symbol} as of {when} (data starts {first})")
-        return _snapshot_at(symbol, series, index, "store")
+        return _snapshot_at(symbol, series, served.ref, index, "store")
 
     def from_bars(self, symbol: str, frame: pd.DataFrame, when: datetime | None) -> Snapshot:
         """A snapshot from bars sent with the request, cut at ``when``."""
@@ -181,6 +189,7 @@ class MarketSource:
             price=float(bars["close"].iloc[-1]),
             features=latest_features(bars),
             regime=np.array([probabilities[label] for label in REGIME_LABELS]),
+            detector=served.ref,
             source="request",
             bars_digest=digest,
         )

@@ -5,10 +5,16 @@ The dependency is BentoML's remote proxy when served (its own process, adaptive 
 ``act_batch``) or an in-process instance otherwise; both are used through ``to_async``.
 
 A served model version is a pure function of its input, and a stored bar's features never
-change, so answers are memoised per (role, served version, feature row): requests about a
-bar already seen (every client asking about today's bar) skip the inter-service hop. Each
-answer keeps the version that produced it, so responses stay exact about lineage; after a
-promotion the catalog (re-listed every ``catalog_refresh_s``) moves lookups to new keys.
+change, so answers are memoised per (role, version, feature row): requests about a bar
+already seen (every client asking about today's bar) skip the inter-service hop. Lookups
+use the version the catalog (re-listed every ``catalog_refresh_s``) says is served; an
+answer is stored under the version that actually produced it, which is not always the
+catalog's: between a promotion reaching Specialists and the next re-listing, answers come
+from the new version while the catalog still names the old one. Keyed by the catalog, such
+answers would be served as the old version's after a rollback. An answer from another
+version than the catalog's also shows the catalog is stale: the next request re-lists, so
+decisions name a promoted version as soon as it answers, not up to ``catalog_refresh_s``
+later.
 """
 
 from __future__ import annotations
@@ -139,7 +145,10 @@ class SpecialistPool:
         if missing:
             for role, answer in zip(missing, await self._call(missing, observation), strict=True):
                 answers[role] = answer
-                self.cache.put(keys[role], answer)
+                produced_by = answer[1].version
+                self.cache.put((role, produced_by, row_key), answer)
+                if produced_by != keys[role][1]:
+                    self._fetched_at = -float("inf")  # Specialists swapped: re-list
         return {role: answers[role] for role in roles}  # type: ignore[misc]
 
     def _version(self, role: str) -> str | None:

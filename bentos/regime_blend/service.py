@@ -21,10 +21,8 @@ from bentos.regime_blend.market import MarketSource
 from bentos.regime_blend.pool import SpecialistPool
 from bentos.regime_blend.portfolio import PortfolioStore
 from bentos.regime_blend.settings import get_blend_settings
-from bentos.shared.admin import mount_admin
-from bentos.shared.live import start_live_updates
+from bentos.shared.lifecycle import ModelService, finish_service
 from bentos.shared.model_source import ModelSet
-from bentos.shared.protection import protect
 from bentos.shared.settings import get_serving_settings
 from bentos.specialists.service import Specialists
 from registry.families import REGIME_DETECTOR_NAME, Family
@@ -42,7 +40,7 @@ Specialists.apis["act_batch"].output_spec.media_type = "application/json"
 
 @bentoml.service(name=SERVICE_NAME, traffic={"timeout": 30})
 @bentoml.asgi_app(app, path="/")
-class RegimeBlend:
+class RegimeBlend(ModelService):
     """Blends the promoted specialists by the promoted regime detector's probabilities."""
 
     # In-process Specialists by default; TRADESERVE_SPECIALISTS_URL points at a separately
@@ -67,23 +65,13 @@ class RegimeBlend:
         )
         warmed = market.warm()
         logger.info("regime features and filter cached for %s", ", ".join(warmed) or "no symbol")
-        # follows promotions of the regime detector; cached series are keyed by its version
-        self.live = start_live_updates(SERVICE_NAME, self.regime)
-
-    def __is_ready__(self) -> bool:
-        return self.regime.ready
-
-    def model_sets(self) -> list[ModelSet]:
-        """Models served in this process (for live promotion and /admin); the specialists
-        are served, and followed, by Specialists."""
-        return [self.regime]
+        # follows promotions of the regime detector (cached series are keyed by its
+        # version); the specialists are served, and followed, by Specialists
+        self.serve(self.regime)
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
         self.engine.close()
 
 
-protect(RegimeBlend)
-mount_admin(RegimeBlend, SERVICE_NAME)
+finish_service(RegimeBlend)

@@ -109,7 +109,7 @@ class BlendSettings(BaseSettings):
         description="specialist answers memoised per (role, version, feature row); 0 = off",
     )
     catalog_refresh_s: float = Field(
-        default=30.0, gt=0, description="how often the served specialists are re-listed"
+        default=5.0, gt=0, description="how often the served specialists are re-listed"
     )
 
     @property

@@ -20,13 +20,26 @@ class Batching(BaseModel):
     max_latency_ms: int = Field(ge=1)
 
 
-def configured_batching(service: str, default: Batching) -> Batching:
-    """``services.<service>.batching`` from ``BENTOML_CONFIG`` over ``default``."""
+def _services_config() -> dict:
+    """The ``services`` block of ``BENTOML_CONFIG`` (empty when none is set)."""
     path = os.environ.get("BENTOML_CONFIG")
     if not path or not Path(path).is_file():
-        return default
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    services = config.get("services") or {}
+        return {}
+    return (yaml.safe_load(Path(path).read_text()) or {}).get("services") or {}
+
+
+def configured_workers(service: str) -> int:
+    """``services.<service>.workers`` (or the default for every service), else 1."""
+    services = _services_config()
+    workers = (services.get(service) or {}).get("workers", services.get("workers", 1))
+    if workers == "cpu_count":
+        return os.cpu_count() or 1
+    return int(workers)
+
+
+def configured_batching(service: str, default: Batching) -> Batching:
+    """``services.<service>.batching`` from ``BENTOML_CONFIG`` over ``default``."""
+    services = _services_config()
     block = {
         **(services.get("batching") or {}),
         **((services.get(service) or {}).get("batching") or {}),

@@ -37,6 +37,23 @@ class ServingSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Model device: CUDA when present (auto), or forced."
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch intra-op threads per worker on CPU (default: the cores divided "
+        "among the service's workers; 1 for the tiny Specialists networks).",
+    )
+    batch_gap_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Adaptive batching: a free model takes the queue once no request arrived "
+        "for this long (the burst is complete).",
+    )
+    batch_linger_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="Adaptive batching: ... or once the oldest queued request waited this long.",
+    )
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, description="Larger request bodies get 413."
     )

@@ -12,13 +12,11 @@ from collections import defaultdict
 import bentoml
 import numpy as np
 
-from bentos.shared.admin import mount_admin
 from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.errors import client_errors
-from bentos.shared.live import start_live_updates
+from bentos.shared.lifecycle import ModelService, finish_service
 from bentos.shared.metrics import observe_call
-from bentos.shared.model_source import ModelSet, ServedModel, choose_device
-from bentos.shared.protection import protect
+from bentos.shared.model_source import ModelSet, ServedModel, torch_device
 from bentos.shared.runtime_config import Batching, configured_batching
 from bentos.specialists.schemas import (
     ActResponse,
@@ -38,26 +36,16 @@ MAX_OBSERVATIONS = 4096
 
 
 @bentoml.service(name=SERVICE_NAME, resources={"gpu": 1}, traffic={"timeout": 30})
-class Specialists:
+class Specialists(ModelService):
     """Serves the promoted bull, bear, sideways and universal specialists."""
 
     def __init__(self) -> None:
-        self.models = ModelSet(Family.SPECIALIST, device=choose_device())
+        self.models = ModelSet(
+            Family.SPECIALIST, device=torch_device(SERVICE_NAME, tiny_models=True)
+        )
         self.models.load()
         self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
-        self.live = start_live_updates(SERVICE_NAME, self.models)
-
-    def __is_ready__(self) -> bool:
-        return self.models.ready
-
-    def model_sets(self) -> list[ModelSet]:
-        """Every set of models this service serves (for live promotion and /admin)."""
-        return [self.models]
-
-    @bentoml.on_shutdown
-    def stop_live_updates(self) -> None:
-        if self.live is not None:
-            self.live.stop()
+        self.serve(self.models)
 
     def served(self, role: str) -> ServedModel:
         return self.models.get(specialist_name(role))
@@ -76,6 +64,9 @@ class Specialists:
             for row in observations
         ]
         answers = await self.batcher.submit(tasks)
+        failed = next((answer.error for answer in answers if answer.error), None)
+        if failed is not None:  # served models changed since validation (a promotion)
+            raise TradeserveError(f"{failed}; retry")
         results = {}
         for position, role in enumerate(roles):
             mine = answers[position * len(observations) : (position + 1) * len(observations)]
@@ -97,11 +88,16 @@ class Specialists:
         return self.run_tasks(tasks)
 
     def run_tasks(self, tasks: list[ObservationTask]) -> list[ObservationResult]:
-        """One model call per specialist for all queued observations."""
+        """One model call per specialist for all queued observations; a task its model
+        cannot take is answered with an error of its own."""
+        results: list[ObservationResult | None] = [None] * len(tasks)
         by_role: dict[str, list[int]] = defaultdict(list)
         for index, task in enumerate(tasks):
-            by_role[task.specialist].append(index)
-        results: list[ObservationResult | None] = [None] * len(tasks)
+            problem = self._task_problem(task)
+            if problem is None:
+                by_role[task.specialist].append(index)
+            else:
+                results[index] = ObservationResult(error=problem)
         for role, indices in by_role.items():
             served = self.served(role)
             batch = np.asarray([tasks[i].observation for i in indices], dtype=np.float32)
@@ -112,6 +108,17 @@ class Specialists:
                     probabilities=probabilities[row].tolist(), model=served.ref
                 )
         return results  # type: ignore[return-value]
+
+    def _task_problem(self, task: ObservationTask) -> str | None:
+        if not self._serves(task.specialist):
+            return f"the {task.specialist} specialist is not served"
+        width = len(self.served(task.specialist).runtime.feature_names)
+        if len(task.observation) != width:
+            return (
+                f"the {task.specialist} specialist expects {width} features, "
+                f"got {len(task.observation)}"
+            )
+        return None
 
     @bentoml.api(route="/models")
     def served_models(self) -> SpecialistsResponse:
@@ -156,5 +163,4 @@ class Specialists:
             raise TradeserveError("observations contain NaN or inf")
 
 
-protect(Specialists)
-mount_admin(Specialists, SERVICE_NAME)
+finish_service(Specialists)
