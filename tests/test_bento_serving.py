@@ -3,6 +3,7 @@
 * factor: exported to S3 (a moto server), imported into a fresh BentoML home on "another
   machine" with no registry at all, served with ``bentoml serve TAG`` and compared with
   the promoted models loaded in-process.
+* chronos: every baked family forecasts like its promoted version, registry unreachable.
 * specialists + the composite, deployed as on Kubernetes: the Specialists family bento
   served on its own, RegimeBlend's bento started separately and pointed at it by URL
   (``TRADESERVE_SPECIALISTS_URL``), each with its own BentoML home as in its own pod.
@@ -142,6 +143,47 @@ def test_imported_factor_bento_serves_without_any_registry(
     assert venue["model"]["version"] == baked["venue-quantiles-us-equities"]
     # Nothing touched a registry on the other machine: no embedded store was created.
     assert not (other / "mlflow.db").exists()
+
+
+def test_chronos_bento_forecasts_like_the_promoted_models_without_a_registry(
+    built, demo_home: Path, demo_registry: Settings, tmp_path: Path
+):
+    """Every Chronos family baked into the bento answers with the registry unreachable,
+    equal to the promoted version loaded in-process."""
+    bento = built["chronos"]
+    env = offline_env(
+        demo_home,
+        BENTOML_CONFIG=bento_config(Path(bento.path)),
+        BENTOML_HOME=own_bentoml_home(demo_home, tmp_path),
+    )
+    baked = {m.name: m.version for m in bento.models}
+    series = np.cumsum(np.random.default_rng(3).normal(size=96)) + 100.0
+    levels = [0.1, 0.5, 0.9]
+    with (
+        bento_server(bento.tag, env, tmp_path / "serve.log") as server,
+        bentoml.SyncHTTPClient(server.url) as client,
+    ):
+        answers = {
+            name: client.forecast(
+                inputs=[{"target": series.tolist(), "item_id": "SPX"}],
+                parameters={
+                    "prediction_length": 5,
+                    "quantile_levels": levels,
+                    "model": name,
+                    **({"num_samples": 8, "seed": 5} if "t5" in name else {}),
+                },
+            )
+            for name in baked
+        }
+    assert sorted(baked) == ["chronos-2", "chronos-bolt-tiny", "chronos-t5-tiny"]
+    for name, body in answers.items():
+        assert body["model"] == {"name": name, "version": baked[name], "alias": "champion"}
+        runtime = load_version(resolve(name)).runtime
+        options = {"num_samples": 8, "seed": 5} if "t5" in name else {}
+        expected = runtime.forecast([series], 5, levels, **options).row(0)
+        [served] = body["predictions"]
+        for key in ("mean", "0.1", "0.5", "0.9"):
+            np.testing.assert_allclose(served[key], expected[key], rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
