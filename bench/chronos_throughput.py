@@ -8,10 +8,11 @@ as ``chronos-bolt-small`` in a fresh embedded registry. Context 512, horizon 64,
 levels 0.1/0.5/0.9. Measured, one after the other in one run on this machine:
 
 * (b) in-process limit — ``ChronosRuntime.forecast`` on 64 series per call (and 1 for
-  reference), back to back (``bench.chronos_inprocess``), before and after the servers;
+  reference), back to back (``bench.chronos_inprocess``), before and after the servers
+  (the machine's speed drifts by ~10 % between minutes; each baseline is the mean of two);
 * (a) one-request-per-model-call server — ``bench.chronos_single_server`` (FastAPI +
   uvicorn, same registered version, ``forecast`` on one series per request in a thread pool
-  of 1);
+  of 1), before and after ChronosForecaster;
 * ChronosForecaster — ``bentoml serve bentos.chronos.service:ChronosForecaster`` with the
   repository's configuration.yaml, ``POST /forecast`` with one series per request;
 * optional ``--variants``: ChronosForecaster under other configurations (see VARIANTS).
@@ -73,6 +74,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "about": "workers 2 with max_batch_size 32 (half the clients each)",
         "config": {"services": {"ChronosForecaster": {"batching": {"max_batch_size": 32}}}},
         "env": {},
+    },
+    "gap-20ms": {
+        "about": "TRADESERVE_BATCH_GAP_MS=20: a free model waits for a 20 ms lull (5 by default)",
+        "config": {},
+        "env": {"TRADESERVE_BATCH_GAP_MS": "20"},
     },
     "no-gap": {
         "about": "TRADESERVE_BATCH_GAP_MS=0: a free model takes whatever is queued at once "
@@ -243,7 +249,7 @@ def run_forecaster(
 
 def verdicts(result: dict[str, Any]) -> dict[str, Any]:
     served = result["forecaster"]["throughput_rps"]
-    single = result["single_server"]["throughput_rps"]
+    single = result["one_request_per_call_rate"]
     limit = result["in_process_limit"]
     errors = result["forecaster"]["errors"] + result["forecaster"]["errors_outside_window"]
     return {
@@ -283,7 +289,7 @@ def markdown(result: dict[str, Any]) -> str:
         "mean batch | server cores | loadgen cores | other cores |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    single = result["single_server"]["throughput_rps"]
+    single = result["one_request_per_call_rate"]
     for index, run in enumerate(result["in_process"]):
         cpu = run["cpu"]
         for item in run["runs"]:
@@ -294,10 +300,14 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| | | | {item['batch']} | {fmt(item['process_cores'], 2)} | | "
                 f"{cpu['other_cores']} |"
             )
-    rows = [("(a) one request per model call (FastAPI)", result["single_server"])]
-    rows.append(("ChronosForecaster (configuration.yaml)", result["forecaster"]))
+    singles = [("(a) one request per model call (FastAPI) (before)", result["single_server"])]
+    if "single_server_after" in result:
+        singles.append(
+            ("(a) one request per model call (FastAPI) (after)", result["single_server_after"])
+        )
+    rows = [("ChronosForecaster (configuration.yaml)", result["forecaster"])]
     rows += [(f"ChronosForecaster, variant `{r['variant']}`", r) for r in result["variants"]]
-    for label, run in rows:
+    for label, run in singles + rows:
         lat, cpu, rps = run["latency_ms"], run["cpu"], run["throughput_rps"]
         batches = run.get("batch_sizes")
         mean_batch = fmt(batches["mean"]) if batches else "1"
@@ -309,6 +319,7 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        f"(a) = mean of the runs before and after: {single:.1f} series/s; "
         f"(b) = mean of the batch-64 runs before and after: {limit:.1f} series/s. "
         "Other cores = CPU used on the machine by anything but the server, the load generator "
         "and the benchmark itself (the box is shared).",
@@ -317,7 +328,7 @@ def markdown(result: dict[str, Any]) -> str:
         "bucket upper bound: calls):",
         "",
     ]
-    for label, run in rows[1:]:
+    for label, run in rows:
         lines.append(f"- {label}: {batch_text(run.get('batch_sizes'))}")
     if result["variants"]:
         lines += ["", "Variants:", ""]
@@ -407,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  variant {variant} failed: {error}")
             result.setdefault("failed_variants", {})[variant] = str(error)[-2000:]
     if not args.skip_baselines:
+        log("(a) one-request-per-model-call server, after")
+        result["single_server_after"] = run_single_server(home, logs, bodies, args, work)
+        result["one_request_per_call_rate"] = statistics.mean(
+            run["throughput_rps"]
+            for run in (result["single_server"], result["single_server_after"])
+        )
         log("(b) in-process limit, after the servers")
         result["in_process"].append(in_process(home, work, [64], args.inprocess_duration))
         limits = [
