@@ -49,7 +49,7 @@ import httpx
 import pandas as pd
 import yaml
 
-from tests.bento_servers import BentoServer
+from tests.bento_servers import BentoServer, process_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -158,23 +158,13 @@ def replay_bodies(path: Path, part: int, seed: int = 11) -> Path:
 
 def tree_pids(root: int) -> dict[int, str]:
     """``root`` and its descendants, named by role (arbiter, RegimeBlend, Specialists)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
+    found = {}
+    for pid in process_tree(root):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        role = next((r for r in ("RegimeBlend", "Specialists") if r in cmd), "arbiter")
-        found[pid] = role
-        todo.extend(children.get(pid, []))
+        found[pid] = next((r for r in ("RegimeBlend", "Specialists") if r in cmd), "arbiter")
     return found
 
 

@@ -70,17 +70,62 @@ class BentoServer:
             return False
 
     def stop(self) -> None:
-        """Stop the whole process group (the arbiter and its workers)."""
+        """Stop the arbiter and its workers (SIGTERM, then SIGKILL for what is left)."""
         if self.process is None or self.process.poll() is not None:
             return
+        tree = process_tree(self.process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        # workers still finishing their shutdown get a moment, then whatever outlived the
+        # arbiter is killed
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not _alive(tree), timeout=10, interval=0.1, what="workers exit")
+        _kill_all(tree)
+        self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL the arbiter and every worker at once: a crash, no shutdown hook runs."""
+        assert self.process is not None
+        _kill_all(process_tree(self.process.pid))
+        self.process.wait(timeout=30)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants. circus starts each worker in a session of its own,
+    so signalling the arbiter's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _alive(pids: list[int]) -> bool:
+    """Whether any of ``pids`` still runs (zombies count as gone)."""
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            return True
+    return False
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
