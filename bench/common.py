@@ -30,7 +30,7 @@ import httpx
 import yaml
 
 from bench.loadgen import percentiles
-from tests.bento_servers import BentoServer
+from tests.bento_servers import BentoServer, process_tree
 from tests.servers import LOCALHOST, free_port, log_tail, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +46,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def bench_env(home: Path, config: Path = CONFIGURATION, **extra: str) -> dict[str, str]:
-    """Environment of a server process working on the bench registry in ``home``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
-    for key in ("TRADESERVE_API_KEY", "TRADESERVE_CHRONOS_MODELS", "TRADESERVE_FACTOR_MODELS"):
-        env.pop(key, None)
+    """Environment of a server process working on the bench registry in ``home``: none of
+    the caller's MLflow or tradeserve settings leak in, only ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "TRADESERVE_"))
+    }
     return {
         **env,
         "TRADESERVE_HOME": str(home),
@@ -206,7 +209,7 @@ def server_pid(server: ServerProcess | BentoServer) -> int:
 # ------------------------------------------------------------------------------ CPU meter
 
 
-def _proc_stat_busy() -> tuple[float, float]:
+def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot."""
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:]]
@@ -266,7 +269,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self.started = time.monotonic()
-        self.machine_busy = _proc_stat_busy()[0]
+        self.machine_busy = machine_cpu_seconds()[0]
         self.server = tree_cpu_seconds(self.server_pid) if self.server_pid else 0.0
         self.own = self_cpu_seconds()
 
@@ -275,7 +278,7 @@ class CpuMeter:
         known)."""
         self.ended = (
             time.monotonic(),
-            _proc_stat_busy()[0],
+            machine_cpu_seconds()[0],
             tree_cpu_seconds(self.server_pid) if self.server_pid else 0.0,
             self_cpu_seconds(),
         )
@@ -302,9 +305,9 @@ class CpuMeter:
 
 def busy_other_cores(seconds: float = 2.0) -> float:
     """Cores busy with work other than this process, over ``seconds`` (noise check)."""
-    busy0, own0 = _proc_stat_busy()[0], self_cpu_seconds()
+    busy0, own0 = machine_cpu_seconds()[0], self_cpu_seconds()
     time.sleep(seconds)
-    busy1, own1 = _proc_stat_busy()[0], self_cpu_seconds()
+    busy1, own1 = machine_cpu_seconds()[0], self_cpu_seconds()
     return max(0.0, (busy1 - busy0) - (own1 - own0)) / seconds
 
 
@@ -377,15 +380,7 @@ def prioritize(root_pid: int) -> None:
 
 
 def descendants(root_pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in _process_table().items():
-        children.setdefault(parent, []).append(pid)
-    found, stack = [], list(children.get(root_pid, []))
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+    return process_tree(root_pid)[1:]
 
 
 def wait_for_quiet(log: Any = print) -> float:

@@ -34,13 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ import httpx
 import pandas as pd
 import yaml
 
+from bench import common
 from tests.bento_servers import BentoServer, process_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,50 +58,19 @@ TARGETS = {"open_p95_ms": 15.0, "open_p99_ms": 30.0, "closed_rps": 300.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 # ---------------------------------------------------------------------------- setup
 
 
 def server_env(home: Path, state: Path, config: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRADESERVE_"))}
-    return {
-        **extra,
-        **env,
-        "TRADESERVE_HOME": str(home),
-        "TRADESERVE_BLEND_STATE_DIR": str(state),
-        "BENTOML_HOME": str(home / "bentoml"),
-        "BENTOML_CONFIG": str(config),
-        "HF_HUB_OFFLINE": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
+    return common.bench_env(home, config, TRADESERVE_BLEND_STATE_DIR=str(state), **extra)
 
 
 def ensure_demo(home: Path) -> None:
     """Fill ``home`` with the demo registry unless it already is (idempotent, ~1 min)."""
-    log(f"demo registry in {home}")
+    common.log(f"demo registry in {home}")
     tradeserve = Path(sys.executable).with_name("tradeserve")
     env = server_env(home, home / "unused", CONFIGURATION)
     subprocess.run([str(tradeserve), "demo"], env=env, check=True, capture_output=True)
-
-
-def write_config(overrides: Mapping[str, Any], out: Path) -> Path:
-    """configuration.yaml with ``overrides`` deep-merged (for variants; none by default)."""
-
-    def merge(into: dict, new: Mapping[str, Any]) -> dict:
-        for key, value in new.items():
-            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-        return into
-
-    config = yaml.safe_load(CONFIGURATION.read_text()) or {}
-    out.write_text(yaml.safe_dump(merge(config, overrides), sort_keys=False))
-    return out
 
 
 def live_bodies(path: Path, count: int = 256, seed: int = 7) -> Path:
@@ -176,12 +144,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def machine_busy() -> float:
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
-
-
 def stage_means(before: str, after: str) -> dict[str, float]:
     """Mean milliseconds per stage between two /metrics scrapes."""
 
@@ -227,11 +189,11 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
     loadgen = subprocess.Popen(command, cwd=REPO_ROOT)
     time.sleep(args.warmup + 0.1)
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
-    busy0, t0 = machine_busy(), time.monotonic()
+    busy0, t0 = common.machine_cpu_seconds()[0], time.monotonic()
     time.sleep(args.duration)
     elapsed = time.monotonic() - t0
     cpu = {pid: cpu_seconds(pid) - cpu0[pid] for pid in pids}
-    busy = machine_busy() - busy0
+    busy = common.machine_cpu_seconds()[0] - busy0
     if loadgen.wait(timeout=args.duration + 120) != 0:
         raise RuntimeError(f"bench.loadgen {mode} failed")
     metrics_after = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -274,38 +236,7 @@ def answer_sources(before: str, after: str) -> dict[str, float]:
     return {source: end[source] - start.get(source, 0.0) for source in end}
 
 
-def other_load(seconds: float = 3.0) -> float:
-    """Cores busy with other work right now (the box is shared)."""
-    busy0, own0 = machine_busy(), time.process_time()
-    time.sleep(seconds)
-    return max(0.0, machine_busy() - busy0 - (time.process_time() - own0)) / seconds
-
-
 # ---------------------------------------------------------------------------- report
-
-
-def machine_info() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "",
-    )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    from importlib.metadata import version
-
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "bentoml": version("bentoml"),
-        "git_commit": commit,
-    }
 
 
 WORKLOADS = ("live", "replay")
@@ -380,7 +311,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"### RegimeBlend `POST /api/v1/predict` ({result['when']})",
             "",
             f"{machine['cpus']} CPUs ({machine['cpu_model']}), shared with other work (the "
-            f"'other load' column); bentoml {machine['bentoml']}, commit {machine['git_commit']}; "
+            f"'other load' column); bentoml {machine['versions']['bentoml']}, "
+            f"commit {machine['git_commit']}; "
             f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up per run; "
             "risk checks on; every decision fsync'd to the decision log before it is answered.",
             "",
@@ -405,13 +337,15 @@ def run_scenario(
         extra.setdefault("TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE", "0")
     env = server_env(home, state, config, **extra)
     server = BentoServer(".", env, work / f"serve-{name.replace(' ', '-')}.log")
-    log(f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)")
+    common.log(
+        f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)"
+    )
     server.start(timeout=240)
     try:
-        other_before = other_load()
-        log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
+        other_before = common.busy_other_cores(3.0)
+        common.log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
         open_run = run_load(server, "open", open_bodies, args)
-        log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
+        common.log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
         closed_run = run_load(server, "closed", closed_bodies, args)
     finally:
         server.stop()
@@ -443,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     home = work / "home"
     ensure_demo(home)
     overrides = json.loads(args.override)
-    config = write_config(overrides, work / "configuration.yaml") if overrides else CONFIGURATION
+    config = (
+        common.write_config(CONFIGURATION, overrides, work / "configuration.yaml")
+        if overrides
+        else CONFIGURATION
+    )
     scenarios = {
         name: run_scenario(name, home, work, config, args)
         for name in (args.workload or list(WORKLOADS))
@@ -451,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "name": NAME,
         "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "machine": machine_info(),
+        "machine": common.machine(),
         "config": {
             "rate": args.rate,
             "concurrency": args.concurrency,
@@ -475,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{NAME}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
         (RESULTS / f"{NAME}.md").write_text(text)
-        log(f"wrote {RESULTS / NAME}.json and .md")
+        common.log(f"wrote {RESULTS / NAME}.json and .md")
     return 0
 
 

@@ -81,7 +81,8 @@ def test_requests_arriving_while_the_model_is_busy_leave_together() -> None:
         while not model.started.is_set():  # the first call is in the model
             await asyncio.sleep(0.001)
         burst = [asyncio.ensure_future(queue.submit([i])) for i in range(1, 31)]
-        await asyncio.sleep(0.02)
+        while queue._queued_items < 30:  # the whole burst is queued behind the busy model
+            await asyncio.sleep(0.001)
         model.release.set()
         await asyncio.gather(first, *burst)
 

@@ -30,13 +30,6 @@ from registry.families import REGIME_DETECTOR_NAME, Family
 SERVICE_NAME = "RegimeBlend"
 logger = logging.getLogger("tradeserve.regime_blend")
 
-# BentoML 1.4 picks the media type of a root-model output (``list[ObservationResult]``) by
-# generating its JSON schema on every response (_bentoml_sdk/io_models.py,
-# IOMixin.mime_type): ~2-4 ms of CPU per call, about half of what the Specialists process
-# spends per decision. The answer is always JSON; pin it. (The Specialists worker of this
-# bento imports this module, so the pin applies there.)
-Specialists.apis["act_batch"].output_spec.media_type = "application/json"
-
 
 @bentoml.service(name=SERVICE_NAME, traffic={"timeout": 30})
 @bentoml.asgi_app(app, path="/")
