@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bentos.regime_blend.sqlite_wal import connect_durable
 from registry.errors import TradeserveError
 
 logger = logging.getLogger("tradeserve.regime_blend")
@@ -118,10 +119,7 @@ class Entry:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    return db
+    return connect_durable(path, timeout=30, check_same_thread=False)
 
 
 class DecisionLog:

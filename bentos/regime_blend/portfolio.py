@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from bentos.regime_blend.sqlite_wal import connect_durable
 from registry.errors import TradeserveError
 from training_hooks.market_data import normalize_symbol
 
@@ -118,9 +119,7 @@ class PortfolioStore:
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db = connect_durable(self.path, timeout=10)
             self._local.db = db
         return db
 
