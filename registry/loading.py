@@ -29,11 +29,16 @@ class LoadedModel:
 
     resolved: ResolvedVersion
     runtime: Any  # training_hooks.runtime.FamilyRuntime
-    model_dir: Path
+    model_dir: Path | None  # None once a temporary download has been removed
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def input_example(self) -> pd.DataFrame | None:
-        """The input example logged with the version, if any."""
+        """The input example logged with the version, if any (needs ``model_dir``)."""
+        if self.model_dir is None:
+            raise FileNotFoundError(
+                f"{self.resolved.name} version {self.resolved.version} was loaded from a "
+                "temporary download; load it with a destination to read its files"
+            )
         example = Model.load(self.model_dir).load_input_example(str(self.model_dir))
         return (
             example
@@ -42,14 +47,14 @@ class LoadedModel:
         )
 
 
-def download(resolved: ResolvedVersion, destination: Path | None = None) -> Path:
-    """Download the version's MLflow model folder (the one holding ``MLmodel``)."""
-    target = destination or Path(tempfile.mkdtemp(prefix=f"{resolved.name}-v{resolved.version}-"))
-    target.mkdir(parents=True, exist_ok=True)
+def download(resolved: ResolvedVersion, destination: Path) -> Path:
+    """Download the version's MLflow model folder (the one holding ``MLmodel``) into
+    ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
     store.configure()
     with store.translate_errors(f"artifacts of {resolved.name} version {resolved.version}"):
         path = mlflow.artifacts.download_artifacts(
-            artifact_uri=resolved.model_uri, dst_path=str(target)
+            artifact_uri=resolved.model_uri, dst_path=str(destination)
         )
     return Path(path)
 
@@ -78,7 +83,18 @@ def load_runtime(
 def load_version(
     resolved: ResolvedVersion, device: str = "cpu", destination: Path | None = None
 ) -> LoadedModel:
-    """Download and load ``resolved`` onto ``device``."""
-    model_dir = download(resolved, destination)
-    runtime, metadata = load_runtime(model_dir, resolved.family, device)
-    return LoadedModel(resolved=resolved, runtime=runtime, model_dir=model_dir, metadata=metadata)
+    """Download and load ``resolved`` onto ``device``.
+
+    The files stay in ``destination`` when one is given; otherwise they are downloaded to a
+    temporary folder that is removed once the runtime is in memory (a Chronos version is
+    hundreds of MB, and a service loads one per promotion).
+    """
+    if destination is not None:
+        model_dir = download(resolved, destination)
+        runtime, metadata = load_runtime(model_dir, resolved.family, device)
+        return LoadedModel(resolved, runtime, model_dir, metadata)
+    with tempfile.TemporaryDirectory(
+        prefix=f"tradeserve-{resolved.name}-v{resolved.version}-", ignore_cleanup_errors=True
+    ) as scratch:
+        runtime, metadata = load_runtime(download(resolved, Path(scratch)), resolved.family, device)
+    return LoadedModel(resolved, runtime, None, metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -16,6 +17,8 @@ import xgboost as xgb
 
 from registry import store
 from registry.importer import import_artifact_directory, parse_group, scan_groups
+from registry.loading import load_version
+from registry.resolve import get_version
 from registry.settings import Settings
 from training_hooks.factor import (
     FactorInputError,
@@ -78,7 +81,7 @@ def _saved_runtime(tmp_path: Path, booster: xgb.Booster) -> FactorRuntime:
 
 
 def test_logged_model_loads_back_everywhere_and_predicts_identically(
-    embedded_registry: Settings,
+    embedded_registry: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     booster = _booster()
     frame, target = _data(seed=1)
@@ -96,11 +99,22 @@ def test_logged_model_loads_back_everywhere_and_predicts_identically(
     expected = _reference(booster, frame)
     shuffled = frame[FACTORS[::-1]]
 
-    pyfunc = mlflow.pyfunc.load_model(version.model_uri)
+    pyfunc = mlflow.pyfunc.load_model(version.model_uri, dst_path=str(tmp_path))
     np.testing.assert_array_equal(np.asarray(pyfunc.predict(shuffled)).ravel(), expected)
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(version.model_uri))
-    runtime = FactorRuntime.load(model_dir, {})
+    # As services load it: from a temporary download, removed once the model is in memory.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    loaded = load_version(get_version(version.name, version.version))
+    assert loaded.model_dir is None and list(scratch.iterdir()) == []
+    runtime = loaded.runtime
+    payload = runtime.payload()  # needs none of the removed files
+    published = xgb.Booster(model_file=bytearray(payload.model_json.encode()))
+    assert published.num_features() == len(FACTORS)
+    source = payload.metadata.source_root_path
+    assert source.startswith("file://") and source.endswith("/artifacts")
+    assert payload.metadata.model_json_path.startswith(source + "/")
     assert runtime.factors == tuple(FACTORS)
     np.testing.assert_array_equal(runtime.predict(shuffled)["prediction"].to_numpy(), expected)
     np.testing.assert_array_equal(runtime.predict_rows(frame[FACTORS].to_numpy()), expected)

@@ -363,12 +363,21 @@ class FactorRuntime:
     family: ClassVar[Family] = Family.FACTOR
 
     def __init__(
-        self, booster: xgb.Booster, metadata: FactorMetadata, model_dir: Path, booster_path: Path
+        self,
+        booster: xgb.Booster,
+        metadata: FactorMetadata,
+        *,
+        source_root_path: str,
+        model_json_path: str,
+        model_json: str | None = None,
     ) -> None:
+        """``model_json``: the booster's JSON as logged (None: rendered from ``booster``);
+        the two paths say where the model lives in the registry's artifact store."""
         self.booster = booster
         self.metadata = metadata
-        self.model_dir = model_dir
-        self.booster_path = booster_path
+        self.source_root_path = source_root_path
+        self.model_json_path = model_json_path
+        self._logged_json = model_json
         self.loaded_at = datetime.now(UTC).replace(microsecond=0).isoformat()
         self._factors = tuple(metadata.factors)
         self._index = {factor: dim for dim, factor in enumerate(self._factors)}
@@ -403,7 +412,17 @@ class FactorRuntime:
             log.info(
                 "%s: factor models predict on CPU (device %s ignored)", metadata.model_name, device
             )
-        return cls(booster, metadata, model_dir, booster_path)
+        # Everything is read now: the folder may be a temporary download.
+        source = str(mlmodel.artifact_path or model_dir).rstrip("/")
+        return cls(
+            booster,
+            metadata,
+            source_root_path=source,
+            model_json_path=f"{source}/{flavor['data']}",
+            model_json=(
+                booster_path.read_text(encoding="utf-8") if booster_path.suffix == ".json" else None
+            ),
+        )
 
     @property
     def factors(self) -> tuple[str, ...]:
@@ -478,8 +497,8 @@ class FactorRuntime:
                 train_end_date=info.train_end_date,
                 train_samples=info.train_samples,
                 train_time_sec=info.train_time_sec,
-                model_json_path=str(self.booster_path),
-                source_root_path=str(self.model_dir),
+                model_json_path=self.model_json_path,
+                source_root_path=self.source_root_path,
                 scanned_at=self.loaded_at,
             ),
             dim_factors=self.dim_factors(),
@@ -494,9 +513,7 @@ class FactorRuntime:
 
     @functools.cached_property
     def _model_json(self) -> str:
-        if self.booster_path.suffix == ".json":
-            return self.booster_path.read_text(encoding="utf-8")
-        return self.booster.save_raw("json").decode()
+        return self._logged_json or self.booster.save_raw("json").decode()
 
     @classmethod
     def check_output(
