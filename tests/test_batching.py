@@ -138,3 +138,54 @@ def test_a_lone_request_is_answered_without_waiting_for_company(gap_ms: float) -
 
     assert asyncio.run(run()) == [8]
     assert model.calls == [[4]]
+
+
+def test_concurrent_calls_split_a_burst_and_run_side_by_side() -> None:
+    """With two call slots a burst becomes two half batches computed at the same time."""
+    model = Model()
+    both_running = threading.Barrier(2, timeout=5)
+
+    def paired(items: list[int]) -> list[int]:
+        both_running.wait()  # breaks (and fails the callers) unless the calls overlap
+        return model(items)
+
+    async def run() -> list[list[int]]:
+        queue = AdaptiveBatcher(
+            paired,
+            Batching(max_batch_size=64, max_latency_ms=10_000, concurrent_calls=2),
+            ServingSettings(),
+        )
+        return await asyncio.gather(*(queue.submit([i]) for i in range(40)))
+
+    answers = asyncio.run(run())
+    assert answers == [[2 * i] for i in range(40)]
+    assert sorted(model.calls) == [list(range(20)), list(range(20, 40))]
+
+
+def test_a_free_slot_takes_the_whole_queue_while_the_other_computes() -> None:
+    """Only the free slots share the queue: a burst that finds one slot busy is not halved."""
+    calls: list[list[int]] = []
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def model(items: list[int]) -> list[int]:
+        if 0 in items:  # the first call holds its slot until the burst has been sent
+            first_started.set()
+            release_first.wait(timeout=10)
+        calls.append(list(items))
+        return [2 * item for item in items]
+
+    async def run() -> None:
+        queue = AdaptiveBatcher(
+            model,
+            Batching(max_batch_size=64, max_latency_ms=10_000, concurrent_calls=2),
+            ServingSettings(),
+        )
+        first = asyncio.ensure_future(queue.submit([0]))
+        while not first_started.is_set():
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*(queue.submit([i]) for i in range(1, 11)))
+        release_first.set()
+        await first
+
+    asyncio.run(run())
+    assert calls == [list(range(1, 11)), [0]]

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -55,6 +56,9 @@ MIN_OBSERVATIONS = 5  # as SageMaker's Chronos endpoints (30+ recommended)
 LONG_HORIZON_FACTOR = 16  # hard cap on allowed long horizons, in native horizons
 MAX_NUM_SAMPLES = 1000
 DTYPE_ENV = "TRADESERVE_CHRONOS_DTYPE"
+# T5 samples from torch's process-wide random stream; a seeded call must own it from seeding
+# to its last draw, so sampling calls of concurrent threads take turns.
+_SAMPLING_LOCK = threading.Lock()
 DEMO_CHRONOS2_SIZE = "small"
 
 # Files copied from a source folder into the logged model: JSON configs and safetensors
@@ -431,7 +435,7 @@ class ChronosRuntime:
         num_samples: int | None,
         seed: int | None,
     ) -> ForecastBatch:
-        with self._seeded(seed):
+        with _SAMPLING_LOCK, self._seeded(seed):
             samples = self.pipeline.predict(
                 context, prediction_length=horizon, num_samples=num_samples
             )

@@ -8,9 +8,14 @@ can start before aiohttp has written the body, then the body write fails with "C
 write to closing transport"). :class:`AdaptiveBatcher` queues the validated work items
 in-process instead.
 
-Dispatch policy (one batch in flight per worker): when the model is free, the queue is
-sent once it holds ``max_batch_size`` items, or no new item arrived for ``batch_gap_ms``
-(the burst is complete), or its oldest item has waited ``batch_linger_ms`` (both settings).
+Dispatch policy: up to ``concurrent_calls`` batches are in flight per worker (the
+service's ``threads`` in configuration.yaml). When a call slot is free, the queue is sent
+once it holds ``max_batch_size`` items, or no new item arrived for ``batch_gap_ms`` (the
+burst is complete), or its oldest item has waited ``batch_linger_ms`` (both settings); a
+slot takes the queue's share of the free slots, so a burst that finds two slots free runs
+as two half batches side by side. On a CPU, two single-threaded calls of half the batch
+out-run one call of the whole batch on two threads (torch's intra-op parallelism leaves
+cores idle between the small ops of a transformer; bench/README.md).
 BentoML's ``CorkDispatcher`` (behind ``batchable=True``) instead sends as soon as the
 oldest item has waited longer than the running average wait; under closed-loop load the
 first request of the next burst has usually waited a whole batch already, so it leaves
@@ -22,6 +27,7 @@ per cycle, each paying the fixed cost (measured in bench/README.md). Items that 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -68,6 +74,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._func = func
         self.max_batch_size = batching.max_batch_size
         self.max_latency_ms = batching.max_latency_ms
+        self.concurrent_calls = batching.concurrent_calls
         self._gap_s = settings.batch_gap_ms / 1000
         self._linger_s = settings.batch_linger_ms / 1000
         self._queue: deque[_Job[T, R]] = deque()
@@ -75,6 +82,8 @@ class AdaptiveBatcher(Generic[T, R]):
         self._last_arrival = 0.0
         self._arrived: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._slot_freed: asyncio.Event | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # model calls in flight
 
     async def submit(self, items: list[T]) -> list[R]:
         """Results for ``items``, computed together with whatever else is queued."""
@@ -89,6 +98,7 @@ class AdaptiveBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         if self._dispatcher is None or self._dispatcher.done():
             self._arrived = asyncio.Event()
+            self._slot_freed = asyncio.Event()
             self._dispatcher = loop.create_task(self._dispatch_forever())
         job: _Job[T, R] = _Job(items, loop.create_future())
         self._queue.append(job)
@@ -99,15 +109,28 @@ class AdaptiveBatcher(Generic[T, R]):
         return await job.future
 
     async def _dispatch_forever(self) -> None:
-        assert self._arrived is not None
+        assert self._arrived is not None and self._slot_freed is not None
         while True:
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
+            while len(self._calls) >= self.concurrent_calls:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
             await self._collect()
-            batch = self._take_batch()
+            # This call's share of the queue among the slots free now (its own included).
+            free_slots = self.concurrent_calls - len(self._calls)
+            share = math.ceil(self._queued_items / free_slots)
+            batch = self._take_batch(min(self.max_batch_size, share))
             if batch:
-                await self._run(batch)
+                call = asyncio.get_running_loop().create_task(self._run(batch))
+                self._calls.add(call)
+                call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        assert self._slot_freed is not None
+        self._slot_freed.set()
 
     async def _collect(self) -> None:
         """Wait until the queue is full, the burst is over, or the oldest waited enough."""
@@ -124,11 +147,12 @@ class AdaptiveBatcher(Generic[T, R]):
             except TimeoutError:
                 return
 
-    def _take_batch(self) -> list[_Job[T, R]]:
-        """Up to ``max_batch_size`` items in arrival order; overdue ones are answered 503."""
+    def _take_batch(self, limit: int) -> list[_Job[T, R]]:
+        """Jobs in arrival order while their items fit in ``limit`` (always the first job:
+        a submission is never larger than ``max_batch_size``); overdue ones get 503."""
         batch: list[_Job[T, R]] = []
         size, now = 0, time.monotonic()
-        while self._queue and size + len(self._queue[0].items) <= self.max_batch_size:
+        while self._queue and (size == 0 or size + len(self._queue[0].items) <= limit):
             job = self._queue.popleft()
             self._queued_items -= len(job.items)
             if job.future.done():  # the caller went away

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bentos.shared.lineage import ModelRef
-from bentos.shared.runtime_config import configured_workers
+from bentos.shared.runtime_config import configured_threads, configured_workers
 from bentos.shared.settings import ServingSettings, get_serving_settings
 from registry.catalog import list_models
 from registry.errors import ModelNotFoundError, NotPromotedError
@@ -62,7 +62,8 @@ def torch_device(service: str, *, tiny_models: bool = False) -> str:
     """Device for a torch service's models (:func:`choose_device`). On CPU it also sets
     torch's intra-op threads: ``TRADESERVE_TORCH_THREADS``, else 1 for ``tiny_models``
     (handing a 6k-parameter network between threads costs ~15x its math), else the
-    process's cores divided among the service's workers, so workers do not fight over cores."""
+    process's cores divided among the model calls that run at once (workers x threads),
+    so calls do not fight over cores."""
     settings = get_serving_settings()
     device = choose_device(settings)
     if device == "cpu":
@@ -70,7 +71,9 @@ def torch_device(service: str, *, tiny_models: bool = False) -> str:
 
         cores = len(os.sched_getaffinity(0))
         threads = settings.torch_threads or (
-            1 if tiny_models else max(1, cores // configured_workers(service))
+            1
+            if tiny_models
+            else max(1, cores // (configured_workers(service) * configured_threads(service)))
         )
         torch.set_num_threads(threads)
         logger.info("%s: torch on CPU with %d intra-op thread(s)", service, threads)

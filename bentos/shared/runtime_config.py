@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
@@ -18,6 +19,9 @@ from pydantic import BaseModel, Field
 class Batching(BaseModel):
     max_batch_size: int = Field(ge=2)
     max_latency_ms: int = Field(ge=1)
+    # Batches computed at once per worker: the service's ``threads`` (BentoML's threads for
+    # synchronous work, where tradeserve runs its model calls).
+    concurrent_calls: int = Field(default=1, ge=1)
 
 
 def _services_config() -> dict:
@@ -28,21 +32,35 @@ def _services_config() -> dict:
     return (yaml.safe_load(Path(path).read_text()) or {}).get("services") or {}
 
 
+def _setting(service: str, key: str, default: Any) -> Any:
+    """``services.<service>.<key>``, else ``services.<key>``, else ``default``."""
+    services = _services_config()
+    return (services.get(service) or {}).get(key, services.get(key, default))
+
+
 def configured_workers(service: str) -> int:
     """``services.<service>.workers`` (or the default for every service), else 1."""
-    services = _services_config()
-    workers = (services.get(service) or {}).get("workers", services.get("workers", 1))
+    workers = _setting(service, "workers", 1)
     if workers == "cpu_count":
         return os.cpu_count() or 1
     return int(workers)
 
 
+def configured_threads(service: str) -> int:
+    """``services.<service>.threads`` (or the default for every service), else 1."""
+    return int(_setting(service, "threads", 1))
+
+
 def configured_batching(service: str, default: Batching) -> Batching:
-    """``services.<service>.batching`` from ``BENTOML_CONFIG`` over ``default``."""
+    """``services.<service>.batching`` from ``BENTOML_CONFIG`` over ``default``, with
+    ``concurrent_calls`` from ``services.<service>.threads`` when that is set."""
     services = _services_config()
     block = {
         **(services.get("batching") or {}),
         **((services.get(service) or {}).get("batching") or {}),
     }
     block.pop("enabled", None)
+    threads = _setting(service, "threads", None)
+    if threads is not None:
+        block["concurrent_calls"] = int(threads)
     return Batching(**{**default.model_dump(), **block})

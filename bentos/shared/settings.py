@@ -40,8 +40,8 @@ class ServingSettings(BaseSettings):
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch intra-op threads per worker on CPU (default: the cores divided "
-        "among the service's workers; 1 for the tiny Specialists networks).",
+        description="torch intra-op threads per model call on CPU (default: the cores divided "
+        "among the calls that run at once, workers x threads; 1 for the tiny Specialists).",
     )
     batch_gap_ms: float = Field(
         default=5.0,
