@@ -2,9 +2,11 @@
 
 The limit the HTTP services are measured against: no HTTP, no JSON, no queueing — one
 process calling the registered model (loaded through ``registry.loading.load_version``)
-on ``--batch`` series at a time for ``--duration`` seconds, back to back.
+on ``--batch`` series at a time for ``--duration`` seconds, back to back; with
+``--streams N``, N threads do so at once (with ``--torch-threads 1``: one core each).
 
     .venv/bin/python -m bench.chronos_inprocess --batch 64 --duration 20 [--out result.json]
+        [--streams 1] [--torch-threads N]
 
 Needs ``TRADESERVE_HOME`` (or MLflow URIs) pointing at the registry.
 """
@@ -16,6 +18,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,26 +43,35 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(runtime, series: list[np.ndarray], duration: float) -> dict:
-    """Back-to-back ``forecast`` calls on ``series`` for ``duration`` seconds."""
+def measure(runtime, series: list[np.ndarray], duration: float, streams: int = 1) -> dict:
+    """``streams`` threads calling ``forecast`` on ``series`` back to back for ``duration``."""
     for _ in range(2):  # warm-up
         runtime.forecast(series, HORIZON, LEVELS)
-    calls, cpu0, started = 0, cpu_seconds(), time.monotonic()
-    call_times = []
-    while time.monotonic() - started < duration:
-        t0 = time.monotonic()
-        runtime.forecast(series, HORIZON, LEVELS)
-        call_times.append(time.monotonic() - t0)
-        calls += 1
+    call_times: list[float] = []
+    cpu0, started = cpu_seconds(), time.monotonic()
+
+    def stream() -> None:
+        while time.monotonic() - started < duration:
+            t0 = time.monotonic()
+            runtime.forecast(series, HORIZON, LEVELS)
+            call_times.append(time.monotonic() - t0)  # list.append is atomic
+
+    threads = [threading.Thread(target=stream) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.monotonic() - started
     call_times.sort()
+    calls = len(call_times)
     return {
         "batch": len(series),
+        "streams": streams,
         "calls": calls,
         "series": calls * len(series),
         "seconds": round(elapsed, 2),
         "series_per_s": calls * len(series) / elapsed,
-        "ms_per_call_median": call_times[len(call_times) // 2] * 1000,
+        "ms_per_call_median": call_times[calls // 2] * 1000,
         "process_cores": (cpu_seconds() - cpu0) / elapsed,
     }
 
@@ -69,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--batch", type=int, action="append", help="batch size (repeatable)")
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--streams", type=int, default=1, help="threads calling at once")
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     import torch
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     from registry.loading import load_version
     from registry.resolve import resolve
 
@@ -85,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "runs": [
-            measure(runtime, random_walks(batch), args.duration) for batch in args.batch or [64]
+            measure(runtime, random_walks(batch), args.duration, args.streams)
+            for batch in args.batch or [64]
         ],
     }
     text = json.dumps(results, indent=1)

@@ -3,11 +3,16 @@
 A minimal FastAPI app served by uvicorn (1 process). At start-up it loads the registered
 version through ``registry.loading.load_version`` (the same artefact and runtime the
 services use); each ``POST /forecast`` calls ``ChronosRuntime.forecast`` on that request's
-series only, in a thread pool of exactly 1 thread: no batching across requests. Request and
-response bodies follow ChronosForecaster's ``/forecast`` (inputs/parameters in,
-predictions with mean and quantile keys out), so one load generator drives both.
+series only, in a thread pool: no batching across requests. Request and response bodies
+follow ChronosForecaster's ``/forecast`` (inputs/parameters in, predictions with mean and
+quantile keys out), so one load generator drives both.
+
+``--calls`` model calls run at once (default 1, as the seed server, whose endpoint calls the
+model on its event loop; 40 is FastAPI's thread pool for a plain ``def`` endpoint);
+``--torch-threads`` sets torch's intra-op threads (default: torch's, one per core).
 
     .venv/bin/python -m bench.chronos_single_server --port 8123 [--model chronos-bolt-small]
+        [--calls 1] [--torch-threads N]
 
 Needs ``TRADESERVE_HOME`` (or MLflow URIs) pointing at the registry.
 """
@@ -45,9 +50,9 @@ class ForecastIn(BaseModel):
     parameters: ParametersIn = Field(default_factory=ParametersIn)
 
 
-def create_app(model: str) -> FastAPI:
+def create_app(model: str, calls: int = 1) -> FastAPI:
     state: dict[str, Any] = {}
-    limiter = anyio.CapacityLimiter(1)  # one model call at a time, one request per call
+    limiter = anyio.CapacityLimiter(calls)  # model calls at once, one request each
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -98,9 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--calls", type=int, default=1, help="model calls at once")
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads")
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     uvicorn.run(
-        create_app(args.model),
+        create_app(args.model, args.calls),
         host=args.host,
         port=args.port,
         workers=1,

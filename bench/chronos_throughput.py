@@ -5,14 +5,20 @@
 A Bolt model at the published chronos-bolt-small size (random weights, 47.7M parameters;
 ``build_random_chronos("bolt", "small")``) is registered with ``log_chronos`` and promoted
 as ``chronos-bolt-small`` in a fresh embedded registry. Context 512, horizon 64, quantile
-levels 0.1/0.5/0.9. Measured, one after the other in one run on this machine:
+levels 0.1/0.5/0.9. Measured, one after the other in one run on this machine (the machine's
+speed drifts between minutes, so the main baselines run before and after the servers and
+their means count):
 
-* (b) in-process limit — ``ChronosRuntime.forecast`` on 64 series per call (and 1 for
-  reference), back to back (``bench.chronos_inprocess``), before and after the servers
-  (the machine's speed drifts by ~10 % between minutes; each baseline is the mean of two);
+* (b) in-process limit — ``ChronosRuntime.forecast`` back to back with no HTTP
+  (``bench.chronos_inprocess``), in the two ways one process can batch 64 series: one call
+  of 64 on torch's threads, and two calls of 32 at once on one thread each; (b) is the
+  faster. Batch 1 for reference.
 * (a) one-request-per-model-call server — ``bench.chronos_single_server`` (FastAPI +
-  uvicorn, same registered version, ``forecast`` on one series per request in a thread pool
-  of 1), before and after ChronosForecaster;
+  uvicorn, same registered version, ``forecast`` on one series per request) as FastAPI runs
+  a plain ``def`` endpoint: in its thread pool of 40, calls overlapping. This is the server
+  the issue measured at 24-25 series/s. Two better-tuned one-request-per-call servers are
+  measured once each for reference: one call at a time (the seed server's design), and two
+  single-thread calls at once.
 * ChronosForecaster — ``bentoml serve bentos.chronos.service:ChronosForecaster`` with the
   repository's configuration.yaml, ``POST /forecast`` with one series per request;
 * optional ``--variants``: ChronosForecaster under other configurations (see VARIANTS).
@@ -42,6 +48,27 @@ MODEL = "chronos-bolt-small"
 CLIENTS = 64
 TARGETS = {"vs_one_request_per_call": 3.5, "vs_in_process": 0.90}
 
+# In-process batching configurations: (name, label, chronos_inprocess arguments).
+IN_PROCESS = [
+    ("one-call", "one call of 64 on torch's threads", ["--batch", "64"]),
+    (
+        "two-calls",
+        "two calls of 32 at once, one thread each",
+        ["--batch", "32", "--streams", "2", "--torch-threads", "1"],
+    ),
+]
+# One-request-per-model-call servers: (name, label, chronos_single_server arguments). The
+# first is (a); the others are measured once, for reference.
+ONE_PER_CALL = [
+    ("fastapi-def", "FastAPI `def` endpoint (thread pool of 40)", ["--calls", "40"]),
+    ("one-at-a-time", "one call at a time (the seed server)", ["--calls", "1"]),
+    (
+        "two-single-thread",
+        "two single-thread calls at once",
+        ["--calls", "2", "--torch-threads", "1"],
+    ),
+]
+
 # ChronosForecaster configurations tried with --variants: BentoML config overrides merged
 # into configuration.yaml, plus environment variables of the server process.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -60,19 +87,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "config": {"services": {"ChronosForecaster": {"batching": {"max_batch_size": 128}}}},
         "env": {},
     },
-    "torch-1-thread": {
-        "about": "TRADESERVE_TORCH_THREADS=1: one intra-op thread, leaving a core to HTTP",
-        "config": {},
-        "env": {"TRADESERVE_TORCH_THREADS": "1"},
-    },
-    "1-worker": {
-        "about": "workers 1 (two torch threads) instead of 2 (one each)",
-        "config": {"services": {"ChronosForecaster": {"workers": 1}}},
+    "one-call-at-a-time": {
+        "about": "threads 1: one model call at a time per worker, on two torch threads",
+        "config": {"services": {"ChronosForecaster": {"threads": 1}}},
         "env": {},
     },
-    "2-workers-b32": {
-        "about": "workers 2 with max_batch_size 32 (half the clients each)",
-        "config": {"services": {"ChronosForecaster": {"batching": {"max_batch_size": 32}}}},
+    "two-workers": {
+        "about": "workers 2, threads 1: two model copies, one single-thread call each "
+        "(session 2's configuration)",
+        "config": {"services": {"ChronosForecaster": {"workers": 2, "threads": 1}}},
         "env": {},
     },
     "gap-20ms": {
@@ -140,11 +163,14 @@ def write_bodies(folder: Path) -> Path:
 # ------------------------------------------------------------------------------ scenarios
 
 
-def in_process(home: Path, work: Path, batches: list[int], duration: float) -> dict[str, Any]:
-    out = work / f"inprocess-{'-'.join(map(str, batches))}.json"
+def in_process(
+    home: Path, work: Path, config: str, duration: float, batch_one: bool = False
+) -> dict[str, Any]:
+    """One in-process configuration of IN_PROCESS (plus batch 1 when ``batch_one``)."""
+    label, arguments = next((lab, arg) for name, lab, arg in IN_PROCESS if name == config)
+    out = work / f"inprocess-{config}.json"
     command = [common.PYTHON, "-m", "bench.chronos_inprocess", "--duration", str(duration)]
-    for batch in batches:
-        command += ["--batch", str(batch)]
+    command += [*arguments, *(["--batch", "1"] if batch_one else [])]
 
     def scenario() -> dict[str, Any]:
         meter = common.CpuMeter(None)
@@ -155,17 +181,18 @@ def in_process(home: Path, work: Path, batches: list[int], duration: float) -> d
             cwd=common.REPO_ROOT,
             env=common.bench_env(home),
             check=True,
-            timeout=duration * len(batches) + 300,
+            timeout=duration * 2 + 300,
         )
         result = json.loads(out.read_text())
         result["cpu"] = meter.stop(common.children_cpu_seconds() - before)
         return result
 
-    result = common.quiet_run("in-process", scenario, log)
+    result = common.quiet_run(f"in-process {config}", scenario, log)
+    result.update(config=config, label=label)
     for run in result["runs"]:
         log(
-            f"  in-process batch {run['batch']}: {run['series_per_s']:.1f} series/s "
-            f"({run['ms_per_call_median']:.0f} ms/call)"
+            f"  in-process {run['streams']} x batch {run['batch']}: "
+            f"{run['series_per_s']:.1f} series/s ({run['ms_per_call_median']:.0f} ms/call)"
         )
     return result
 
@@ -207,19 +234,24 @@ def closed_loop(
     return result
 
 
-def run_single_server(home: Path, logs: Path, bodies: Path, args, work: Path) -> dict[str, Any]:
+def run_single_server(
+    home: Path, logs: Path, bodies: Path, args, work: Path, config: str
+) -> dict[str, Any]:
+    """One one-request-per-call server of ONE_PER_CALL under the closed loop."""
+    label, arguments = next((lab, arg) for name, lab, arg in ONE_PER_CALL if name == config)
     port = common.free_local_port()
     server = common.ServerProcess(
-        "one-request-per-call server",
-        [common.PYTHON, "-m", "bench.chronos_single_server", "--port", str(port)],
+        f"one-request-per-call server ({config})",
+        [common.PYTHON, "-m", "bench.chronos_single_server", "--port", str(port), *arguments],
         common.bench_env(home),
         port,
         "/readyz",
-        logs / "single-server.log",
+        logs / f"single-server-{config}.log",
     )
     with common.running(server):
-        result = closed_loop("(a) one request per call", server, bodies, args, work, warmup=8)
+        result = closed_loop(f"one request per call: {label}", server, bodies, args, work, 8)
     result.pop("batch_sizes", None)
+    result.update(config=config, label=label)
     return result
 
 
@@ -245,6 +277,23 @@ def run_forecaster(
 
 
 # ------------------------------------------------------------------------------ report
+
+
+def summarize(result: dict[str, Any]) -> None:
+    """Baseline rates (means over before/after) and the verdicts, into ``result``."""
+    limits: dict[str, list[float]] = {}
+    for run in result["in_process"]:
+        for item in run["runs"]:
+            if item["batch"] * item["streams"] == CLIENTS:
+                limits.setdefault(run["config"], []).append(item["series_per_s"])
+    result["in_process_rates"] = {name: statistics.mean(v) for name, v in limits.items()}
+    result["in_process_limit"] = max(result["in_process_rates"].values())
+    singles: dict[str, list[float]] = {}
+    for run in result["one_request_per_call"]:
+        singles.setdefault(run["config"], []).append(run["throughput_rps"])
+    result["one_request_per_call_rates"] = {k: statistics.mean(v) for k, v in singles.items()}
+    result["one_request_per_call_rate"] = result["one_request_per_call_rates"][ONE_PER_CALL[0][0]]
+    result["verdicts"] = verdicts(result)
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +324,7 @@ def batch_text(batches: dict[str, Any] | None) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    limit = result["in_process_limit"]
+    limit, single = result["in_process_limit"], result["one_request_per_call_rate"]
     lines = [
         f"### Chronos — {result['finished']}",
         "",
@@ -289,25 +338,22 @@ def markdown(result: dict[str, Any]) -> str:
         "mean batch | server cores | loadgen cores | other cores |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    single = result["one_request_per_call_rate"]
-    for index, run in enumerate(result["in_process"]):
+    for run in result["in_process"]:
         cpu = run["cpu"]
         for item in run["runs"]:
-            when = "before" if index == 0 else "after"
+            what = run["label"] if item["batch"] * item["streams"] == CLIENTS else "one call of 1"
             lines.append(
-                f"| (b) in-process `forecast`, batch {item['batch']} ({when}) | "
-                f"{item['series_per_s']:.1f} | | | {fmt(item['ms_per_call_median'], 0)}/call "
-                f"| | | | {item['batch']} | {fmt(item['process_cores'], 2)} | | "
-                f"{cpu['other_cores']} |"
+                f"| in-process: {what} ({run['when']}) | {item['series_per_s']:.1f} | | | "
+                f"{fmt(item['ms_per_call_median'], 0)}/call | | | | {item['batch']} | "
+                f"{fmt(item['process_cores'], 2)} | | {cpu['other_cores']} |"
             )
-    singles = [("(a) one request per model call (FastAPI) (before)", result["single_server"])]
-    if "single_server_after" in result:
-        singles.append(
-            ("(a) one request per model call (FastAPI) (after)", result["single_server_after"])
-        )
-    rows = [("ChronosForecaster (configuration.yaml)", result["forecaster"])]
+    rows = [
+        (f"one request per call: {run['label']} ({run['when']})", run)
+        for run in result["one_request_per_call"]
+    ]
+    rows.append(("**ChronosForecaster** (configuration.yaml)", result["forecaster"]))
     rows += [(f"ChronosForecaster, variant `{r['variant']}`", r) for r in result["variants"]]
-    for label, run in singles + rows:
+    for label, run in rows:
         lat, cpu, rps = run["latency_ms"], run["cpu"], run["throughput_rps"]
         batches = run.get("batch_sizes")
         mean_batch = fmt(batches["mean"]) if batches else "1"
@@ -317,19 +363,31 @@ def markdown(result: dict[str, Any]) -> str:
             f"{run['errors']} | {mean_batch} | {cpu['server_cores']} | {cpu['loadgen_cores']} "
             f"| {cpu['other_cores']} |"
         )
+    labels = {name: label for name, label, _ in [*IN_PROCESS, *ONE_PER_CALL]}
+    best_inprocess = max(result["in_process_rates"], key=result["in_process_rates"].get)
+    served = result["forecaster"]["throughput_rps"]
     lines += [
         "",
-        f"(a) = mean of the runs before and after: {single:.1f} series/s; "
-        f"(b) = mean of the batch-64 runs before and after: {limit:.1f} series/s. "
-        "Other cores = CPU used on the machine by anything but the server, the load generator "
+        f"(a) = {labels[ONE_PER_CALL[0][0]]}, mean of the runs before and after: "
+        f"{single:.1f} series/s. (b) = the faster in-process way to batch {CLIENTS} series, "
+        f"{labels[best_inprocess]}, mean of before and after: {limit:.1f} series/s. Other "
+        "cores = CPU used on the machine by anything but the server, the load generator "
         "and the benchmark itself (the box is shared).",
+        "",
+        "ChronosForecaster against every one-request-per-call server: "
+        + "; ".join(
+            f"{labels[name]}: {served / rate:.2f}x"
+            for name, rate in result["one_request_per_call_rates"].items()
+        )
+        + ".",
         "",
         "Batch sizes per model call (`tradeserve_model_batch_size`, measured window; "
         "bucket upper bound: calls):",
         "",
     ]
     for label, run in rows:
-        lines.append(f"- {label}: {batch_text(run.get('batch_sizes'))}")
+        if "batch_sizes" in run:
+            lines.append(f"- {label}: {batch_text(run.get('batch_sizes'))}")
     if result["variants"]:
         lines += ["", "Variants:", ""]
         for run in result["variants"]:
@@ -379,6 +437,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure_baselines(
+    result: dict[str, Any], when: str, home: Path, logs: Path, bodies: Path, args, work: Path
+) -> None:
+    """Before the servers: every in-process configuration (the first with batch 1 too), then
+    every one-request-per-call server; after: (a), then the in-process configurations, so
+    each baseline that counts straddles ChronosForecaster."""
+    servers = [name for name, _, _ in ONE_PER_CALL]
+    if when == "after":
+        servers = servers[:1]
+    in_process_runs = []
+    if when == "before":
+        in_process_runs += [
+            in_process(home, work, name, args.inprocess_duration, batch_one=index == 0)
+            for index, (name, _, _) in enumerate(IN_PROCESS)
+        ]
+    single_runs = []
+    for name in servers:
+        log(f"one-request-per-call server {name} ({when})")
+        single_runs.append(run_single_server(home, logs, bodies, args, work, name))
+    if when == "after":
+        in_process_runs += [
+            in_process(home, work, name, args.inprocess_duration) for name, _, _ in IN_PROCESS
+        ]
+    for run in [*in_process_runs, *single_runs]:
+        run["when"] = when
+    result["in_process"] += in_process_runs
+    result["one_request_per_call"] += single_runs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = common.work_dir(args.workdir, "tradeserve-bench-chronos-")
@@ -401,13 +488,11 @@ def main(argv: list[str] | None = None) -> int:
         "configuration": common.CONFIGURATION.read_text(),
         "measurement": {"nice": args.nice, **common.QUIET},
         "in_process": [],
+        "one_request_per_call": [],
         "variants": [],
     }
     if not args.skip_baselines:
-        log("(b) in-process limit, before the servers")
-        result["in_process"].append(in_process(home, work, [64, 1], args.inprocess_duration))
-        log("(a) one-request-per-model-call server")
-        result["single_server"] = run_single_server(home, logs, bodies, args, work)
+        measure_baselines(result, "before", home, logs, bodies, args, work)
         log("ChronosForecaster (configuration.yaml)")
         result["forecaster"] = run_forecaster(home, logs, bodies, args, work, None)
     for variant in args.variant_list:
@@ -418,22 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  variant {variant} failed: {error}")
             result.setdefault("failed_variants", {})[variant] = str(error)[-2000:]
     if not args.skip_baselines:
-        log("(a) one-request-per-model-call server, after")
-        result["single_server_after"] = run_single_server(home, logs, bodies, args, work)
-        result["one_request_per_call_rate"] = statistics.mean(
-            run["throughput_rps"]
-            for run in (result["single_server"], result["single_server_after"])
-        )
-        log("(b) in-process limit, after the servers")
-        result["in_process"].append(in_process(home, work, [64], args.inprocess_duration))
-        limits = [
-            item["series_per_s"]
-            for run in result["in_process"]
-            for item in run["runs"]
-            if item["batch"] == CLIENTS
-        ]
-        result["in_process_limit"] = statistics.mean(limits)
-        result["verdicts"] = verdicts(result)
+        measure_baselines(result, "after", home, logs, bodies, args, work)
+        summarize(result)
     result["finished"] = common.now_iso()
     if args.skip_baselines:
         print(json.dumps(result["variants"], indent=1, default=str)[:5000])
