@@ -31,20 +31,26 @@ class LoadedModel:
     runtime: Any  # training_hooks.runtime.FamilyRuntime
     model_dir: Path | None  # None once a temporary download has been removed
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The logged input example as read at load time, or why it could not be read.
+    example: pd.DataFrame | Exception | None = field(default=None, repr=False)
 
     def input_example(self) -> pd.DataFrame | None:
-        """The input example logged with the version, if any (needs ``model_dir``)."""
-        if self.model_dir is None:
-            raise FileNotFoundError(
-                f"{self.resolved.name} version {self.resolved.version} was loaded from a "
-                "temporary download; load it with a destination to read its files"
-            )
-        example = Model.load(self.model_dir).load_input_example(str(self.model_dir))
-        return (
-            example
-            if example is None or isinstance(example, pd.DataFrame)
-            else pd.DataFrame(example)
-        )
+        """The input example logged with the version, if any."""
+        if isinstance(self.example, Exception):
+            raise self.example
+        return self.example
+
+
+def read_input_example(model_dir: Path) -> pd.DataFrame | Exception | None:
+    """The input example in an MLflow model folder (None if none was logged), or the error
+    that reading it raised: a broken example fails the gate, not the load."""
+    try:
+        example = Model.load(str(model_dir)).load_input_example(str(model_dir))
+    except Exception as error:
+        return error
+    if example is None or isinstance(example, pd.DataFrame):
+        return example
+    return pd.DataFrame(example)
 
 
 def download(resolved: ResolvedVersion, destination: Path) -> Path:
@@ -92,9 +98,11 @@ def load_version(
     if destination is not None:
         model_dir = download(resolved, destination)
         runtime, metadata = load_runtime(model_dir, resolved.family, device)
-        return LoadedModel(resolved, runtime, model_dir, metadata)
+        return LoadedModel(resolved, runtime, model_dir, metadata, read_input_example(model_dir))
     with tempfile.TemporaryDirectory(
         prefix=f"tradeserve-{resolved.name}-v{resolved.version}-", ignore_cleanup_errors=True
     ) as scratch:
-        runtime, metadata = load_runtime(download(resolved, Path(scratch)), resolved.family, device)
-    return LoadedModel(resolved, runtime, None, metadata)
+        model_dir = download(resolved, Path(scratch))
+        runtime, metadata = load_runtime(model_dir, resolved.family, device)
+        example = read_input_example(model_dir)
+    return LoadedModel(resolved, runtime, None, metadata, example)
