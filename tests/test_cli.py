@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import mlflow
@@ -28,13 +27,12 @@ from registry.promotion import promote
 from registry.settings import get_settings
 from tests.conftest import clear_mlflow_uris
 from tests.servers import free_port
+from tests.specialist_versions import log_saved_specialist
 from training_hooks.features import FEATURE_NAMES
 from training_hooks.registration import Lineage
 from training_hooks.specialists import (
     PolicyNetwork,
     SpecialistConfig,
-    SpecialistTraining,
-    log_specialist,
     save_specialist,
 )
 from training_hooks.venue_quantiles import SymbolThresholds, VenueTable, log_venue_quantiles
@@ -79,22 +77,11 @@ def log_policy(root: Path, role: str, nan: bool) -> None:
     folder = save_specialist(
         config, network, root / ("nan" if nan else "ok") / f"specialist-{role}"
     )
-    result = SpecialistTraining(
-        role=role,
-        artifact_dir=folder,
-        config=config,
-        metrics={"val_accuracy": 0.5},
-        validation_scope="all",
-        early_stopping="validation",
-        network=network,
-        train_start=date(2000, 1, 3),
-        train_end=date(2012, 12, 31),
-    )
     example = pd.DataFrame(
         np.random.default_rng(0).normal(scale=0.02, size=(3, len(FEATURE_NAMES))),
         columns=list(FEATURE_NAMES),
     )
-    log_specialist(role, result, example, data_source="synthetic")
+    log_saved_specialist(role, folder, network, example, data_source="synthetic")
 
 
 @pytest.fixture(scope="module")

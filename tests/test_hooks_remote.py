@@ -29,6 +29,7 @@ from registry.promotion import promote
 from registry.resolve import get_version
 from registry.settings import Settings
 from tests.server_fixtures import ServerStack
+from tests.specialist_versions import log_saved_specialist
 from training_hooks.chronos import ChronosRuntime, log_chronos, quantile_key
 from training_hooks.chronos_builders import ChronosKind, build_random_chronos
 from training_hooks.factor import FactorTrainingInfo, ic_table_for, log_factor_model
@@ -47,8 +48,6 @@ from training_hooks.specialists import (
     PolicyNetwork,
     SpecialistConfig,
     SpecialistRuntime,
-    SpecialistTraining,
-    log_specialist,
     save_specialist,
 )
 from training_hooks.venue_quantiles import (
@@ -285,19 +284,14 @@ def test_specialist_round_trip(
     features = compute_features(market["NASDAQ"])
     network.set_standardization(features.mean().to_numpy(), features.std().to_numpy())
     folder = save_specialist(config, network, tmp_path / "specialist-universal")
-    result = SpecialistTraining(
-        role="universal",
-        artifact_dir=folder,
-        config=config,
-        metrics={"val_accuracy": 0.5},
-        validation_scope="all",
-        early_stopping="validation",
-        network=network,
-        train_start=features.index[0].date(),
-        train_end=features.index[-1].date(),
+    version = log_saved_specialist(
+        "universal",
+        folder,
+        network,
+        features.iloc[-5:].reset_index(drop=True),
+        data_source="arch.data.nasdaq",
+        train_window=(features.index[0].date(), features.index[-1].date()),
     )
-    example = features.iloc[-5:].reset_index(drop=True)
-    version = log_specialist("universal", result, example, data_source="arch.data.nasdaq")
     frame = features.iloc[-64:].reset_index(drop=True)
     expected = SpecialistRuntime(config, network).predict(frame)
 

@@ -17,7 +17,6 @@ import contextlib
 import copy
 import random
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,12 +33,14 @@ from registry.loading import load_version
 from registry.resolve import resolve
 from tests.bento_servers import BentoServer, bento_server
 from tests.conftest import clear_mlflow_uris
+from tests.live_load import ContinuousLoad, set_alias_like_the_ui
 from tests.servers import MlflowServer, wait_until
 from tests.service_fixtures import TRADESERVE, demo_env
+from tests.specialist_versions import log_saved_specialist
 from training_hooks.features import compute_features
 from training_hooks.market_data import MarketDataStore
 from training_hooks.regime import RegimeFit, log_regime_detector, save_params
-from training_hooks.specialists import SpecialistTraining, log_specialist, save_specialist
+from training_hooks.specialists import save_specialist
 
 pytestmark = pytest.mark.server
 
@@ -70,12 +71,7 @@ class Registry:
     regime_lineage: list[str] = field(default_factory=list)  # see the last test
 
     def set_alias_like_the_ui(self, name: str, version: str) -> None:
-        response = httpx.post(
-            f"{self.server.url}/ajax-api/2.0/mlflow/registered-models/alias",
-            json={"name": name, "alias": "champion", "version": version},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
+        set_alias_like_the_ui(self.server.url, name, version)
 
 
 @pytest.fixture(scope="module")
@@ -145,19 +141,14 @@ def log_perturbed_specialist(role: str, home: Path, workdir: Path) -> str:
         last.bias.add_(torch.tensor([-0.4, 0.5, -0.1]))  # HOLD, BUY, SELL logits
     folder = save_specialist(runtime.config, network, workdir / specialist_name(role))
     features = compute_features(MarketDataStore(home / "market_data").load("SPX"))
-    result = SpecialistTraining(
-        role=role,
-        artifact_dir=folder,
-        config=runtime.config,
-        metrics={"val_accuracy": 0.5},
-        validation_scope="all",
-        early_stopping="validation",
-        network=network,
-        train_start=features.index[0].date(),
-        train_end=features.index[-1].date(),
-    )
-    example = features.iloc[-5:].reset_index(drop=True)
-    return log_specialist(role, result, example, data_source="live test: perturbed copy").version
+    return log_saved_specialist(
+        role,
+        folder,
+        network,
+        features.iloc[-5:].reset_index(drop=True),
+        data_source="live test: perturbed copy",
+        train_window=(features.index[0].date(), features.index[-1].date()),
+    ).version
 
 
 def log_perturbed_regime_detector(home: Path, workdir: Path) -> str:
@@ -243,47 +234,25 @@ def decide(client: httpx.Client, bar: tuple[str, str]) -> Answer:
     return parse(sent, bar, response)
 
 
-@dataclass
-class Load:
+class Load(ContinuousLoad[Answer]):
     """Clients deciding continuously: half about the hot bar (memoised specialist answers),
     half about random bars (calls to Specialists). Every answer is recorded."""
 
-    url: str
-    answers: list[Answer] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def call(self, client: httpx.Client, rng: random.Random) -> Answer:
+        hot = rng.random() < 0.5
+        return decide(client, HOT_BAR if hot else (rng.choice(SYMBOLS), rng.choice(DAYS)))
 
-    def run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self.stop.is_set():
-                hot = rng.random() < 0.5
-                bar = HOT_BAR if hot else (rng.choice(SYMBOLS), rng.choice(DAYS))
-                answer = decide(client, bar)
-                if answer.status == 0:
-                    self.errors.append(answer.error)
-                self.answers.append(answer)
+    def failed(self, answer: Answer) -> bool:
+        return answer.status != 200
 
     def since(self, moment: float) -> list[Answer]:
         return [answer for answer in list(self.answers) if answer.sent >= moment]
 
-    def failures(self) -> list[Answer]:
-        return [answer for answer in list(self.answers) if answer.status != 200]
-
 
 @pytest.fixture
 def load(service: BentoServer) -> Iterator[Load]:
-    load = Load(service.url)
-    threads = [threading.Thread(target=load.run, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: len(load.answers) > 40, timeout=60, what="first answers under load")
-    try:
+    with Load(service.url).running(clients=4, first_answers=40, timeout=60) as load:
         yield load
-    finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
 
 
 def wait_for_versions(load: Load, versions: dict[str, str], since: float) -> float:
@@ -385,7 +354,7 @@ def test_promoted_specialist_and_detector_are_named_in_every_decision(
     served = httpx.get(f"{service.url}/api/v1/models", timeout=30).json()["models"]
     assert served["regime_detector"]["version"] == regime
     assert served["bull_specialist"]["version"] == bull
-    assert load.failures() == [], load.errors[:5]
+    assert load.failures() == []
 
 
 def test_a_rollback_is_named_in_every_decision(
@@ -417,7 +386,7 @@ def test_a_rollback_is_named_in_every_decision(
     with httpx.Client(base_url=service.url, timeout=60) as client:
         again = [decide(client, bar) for bar in registry.switching]
     assert [a.bar for a in again if not a.names(initial)] == []
-    assert load.failures() == [], load.errors[:5]
+    assert load.failures() == []
     registry.promoted = {}
 
 

@@ -7,12 +7,12 @@ through MLflow's REST API exactly as the MLflow UI does, while clients keep call
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from registry.promotion import promote
 from tests.bento_servers import BentoServer, bento_server
 from tests.conftest import clear_mlflow_uris
+from tests.live_load import ContinuousLoad, set_alias_like_the_ui
 from tests.servers import MlflowServer, wait_until
 from training_hooks.factor import FactorTrainingInfo, ic_table_for, log_factor_model
 from training_hooks.registration import Lineage
@@ -65,12 +66,7 @@ class Registry:
     versions: dict[str, str]
 
     def set_alias_like_the_ui(self, version: str) -> None:
-        response = httpx.post(
-            f"{self.server.url}/ajax-api/2.0/mlflow/registered-models/alias",
-            json={"name": NAME, "alias": "champion", "version": version},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
+        set_alias_like_the_ui(self.server.url, NAME, version)
 
     def break_version(self, version: str) -> None:
         """Corrupt the stored booster of ``version`` (a bad upload, a truncated file)."""
@@ -119,43 +115,25 @@ def service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield server
 
 
-@dataclass
-class Load:
-    """Clients calling /predict continuously; every answer's version is recorded."""
+class Load(ContinuousLoad[tuple[float, int, str | None]]):
+    """Clients calling /predict continuously: (when, status, version) of every answer."""
 
-    url: str
-    answers: list[tuple[float, int, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def call(self, client: httpx.Client, rng: random.Random) -> tuple[float, int, str | None]:
+        response = client.post("/predict", json={"model": NAME, "rows": ROW})
+        version = response.json()["model"]["version"] if response.status_code == 200 else None
+        return time.monotonic(), response.status_code, version
 
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            while not self.stop.is_set():
-                response = client.post("/predict", json={"model": NAME, "rows": ROW})
-                version = (
-                    response.json()["model"]["version"] if response.status_code == 200 else None
-                )
-                self.answers.append((time.monotonic(), response.status_code, version))
+    def failed(self, answer: tuple[float, int, str | None]) -> bool:
+        return answer[1] != 200
 
-    def failures(self) -> list[tuple[float, int, str]]:
-        return [answer for answer in self.answers if answer[1] != 200]
-
-    def versions_since(self, moment: float) -> set[str]:
-        return {version for at, _, version in self.answers if at >= moment}
+    def versions_since(self, moment: float) -> set[str | None]:
+        return {version for at, _, version in list(self.answers) if at >= moment}
 
 
 @pytest.fixture
 def load(service: BentoServer) -> Iterator[Load]:
-    load = Load(service.url)
-    threads = [threading.Thread(target=load.run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: len(load.answers) > 20, timeout=30, what="first answers under load")
-    try:
+    with Load(service.url).running(clients=4, first_answers=20, timeout=30) as load:
         yield load
-    finally:
-        load.stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
 
 
 def admin_models(service: BentoServer) -> dict:

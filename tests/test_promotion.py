@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -36,14 +35,13 @@ from registry.promotion import promote, rollback
 from registry.resolve import resolve
 from registry.settings import Settings, get_settings
 from tests.server_fixtures import ServerStack
+from tests.specialist_versions import log_saved_specialist
 from training_hooks.features import FEATURE_NAMES
 from training_hooks.registration import Lineage, RegisteredVersion
 from training_hooks.specialists import (
     WEIGHTS_FILE,
     PolicyNetwork,
     SpecialistConfig,
-    SpecialistTraining,
-    log_specialist,
     save_specialist,
 )
 from training_hooks.venue_quantiles import SymbolThresholds, VenueTable, log_venue_quantiles
@@ -166,18 +164,10 @@ def log_policy(
     """Log a saved policy through the specialist training hook."""
     folder = policy_dir(role, variant)
     config = SpecialistConfig.model_validate_json((folder / "config.json").read_text())
-    result = SpecialistTraining(
-        role=role,
-        artifact_dir=folder,
-        config=config,
-        metrics=metrics or {"val_accuracy": 0.5},
-        validation_scope="all",
-        early_stopping="validation",
-        network=PolicyNetwork(config.architecture),  # only the saved folder is logged
-        train_start=date(2000, 1, 3),
-        train_end=date(2012, 12, 31),
+    network = PolicyNetwork(config.architecture)  # only the saved folder is logged
+    return log_saved_specialist(
+        role, folder, network, example_features(), data_source="synthetic", metrics=metrics
     )
-    return log_specialist(role, result, example_features(), data_source="synthetic")
 
 
 def log_table(medium: float, metrics: dict[str, float] | None = None) -> RegisteredVersion:
