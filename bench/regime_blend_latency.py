@@ -50,9 +50,6 @@ import yaml
 from bench import common
 from tests.bento_servers import BentoServer, process_tree
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = REPO_ROOT / "bench" / "results"
-CONFIGURATION = REPO_ROOT / "configuration.yaml"
 NAME = "regime_blend_latency"
 TARGETS = {"open_p95_ms": 15.0, "open_p99_ms": 30.0, "closed_rps": 300.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -69,7 +66,7 @@ def ensure_demo(home: Path) -> None:
     """Fill ``home`` with the demo registry unless it already is (idempotent, ~1 min)."""
     common.log(f"demo registry in {home}")
     tradeserve = Path(sys.executable).with_name("tradeserve")
-    env = server_env(home, home / "unused", CONFIGURATION)
+    env = server_env(home, home / "unused", common.CONFIGURATION)
     subprocess.run([str(tradeserve), "demo"], env=env, check=True, capture_output=True)
 
 
@@ -186,7 +183,7 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
     assert server.process is not None
     pids = tree_pids(server.process.pid)
     metrics_before = httpx.get(f"{server.url}/metrics", timeout=10).text
-    loadgen = subprocess.Popen(command, cwd=REPO_ROOT)
+    loadgen = subprocess.Popen(command, cwd=common.REPO_ROOT)
     time.sleep(args.warmup + 0.1)
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     busy0, t0 = common.machine_cpu_seconds()[0], time.monotonic()
@@ -378,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_demo(home)
     overrides = json.loads(args.override)
     config = (
-        common.write_config(CONFIGURATION, overrides, work / "configuration.yaml")
+        common.write_config(common.CONFIGURATION, overrides, work / "configuration.yaml")
         if overrides
-        else CONFIGURATION
+        else common.CONFIGURATION
     )
     scenarios = {
         name: run_scenario(name, home, work, config, args)
@@ -403,17 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     if not args.no_write:
-        path = RESULTS / f"{NAME}.json"
+        path = common.RESULTS_DIR / f"{NAME}.json"
         if path.is_file() and args.workload:  # a subset: keep the other workloads' runs
             earlier = json.loads(path.read_text()).get("scenarios", {})
             result["scenarios"] = {**earlier, **scenarios}
     text = markdown(result)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{NAME}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-        (RESULTS / f"{NAME}.md").write_text(text)
-        common.log(f"wrote {RESULTS / NAME}.json and .md")
+        paths = common.write_results(NAME, result, text)
+        common.log(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
