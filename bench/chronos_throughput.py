@@ -98,6 +98,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "config": {"services": {"ChronosForecaster": {"workers": 2, "threads": 1}}},
         "env": {},
     },
+    "bf16": {
+        "about": "TRADESERVE_CHRONOS_DTYPE=bfloat16 (honoured on CPUs with AVX512-BF16 or AMX)",
+        "config": {},
+        "env": {"TRADESERVE_CHRONOS_DTYPE": "bfloat16"},
+    },
     "gap-20ms": {
         "about": "TRADESERVE_BATCH_GAP_MS=20: a free model waits for a 20 ms lull (5 by default)",
         "config": {},

@@ -24,6 +24,7 @@ from moto.server import ThreadedMotoServer
 from safetensors import safe_open
 
 from registry.settings import Settings
+from training_hooks import chronos as chronos_hook
 from training_hooks.chronos import (
     MIN_OBSERVATIONS,
     ChronosRuntime,
@@ -217,9 +218,24 @@ def test_runtime_describes_model(runtimes: dict[ChronosKind, ChronosRuntime]) ->
     assert all(isinstance(runtime, FamilyRuntime) for runtime in runtimes.values())
 
 
-def test_load_options(model_dirs: dict[ChronosKind, Path]) -> None:
-    # bf16 is emulated (slow) on CPU, so a bf16 request falls back to float32 there
+def test_bf16_is_used_on_cpus_that_compute_it_natively(
+    model_dirs: dict[ChronosKind, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chronos_hook, "native_cpu_bf16", lambda: False)  # emulated: slower
     assert ChronosRuntime.load(model_dirs["bolt"], {"dtype": "bfloat16"}).dtype == torch.float32
+    monkeypatch.setattr(chronos_hook, "native_cpu_bf16", lambda: True)
+    for kind in ("bolt", "chronos2"):
+        full = ChronosRuntime.load(model_dirs[kind], {})
+        half = ChronosRuntime.load(model_dirs[kind], {"dtype": "bfloat16"})
+        assert half.dtype == torch.bfloat16
+        assert next(half.pipeline.inner_model.parameters()).dtype == torch.bfloat16
+        expected = full.forecast(request_series(), HORIZON, LEVELS)
+        actual = half.forecast(request_series(), HORIZON, LEVELS)
+        assert actual.quantiles.dtype == np.float32
+        np.testing.assert_allclose(actual.quantiles, expected.quantiles, rtol=0.02)
+
+
+def test_load_options(model_dirs: dict[ChronosKind, Path]) -> None:
     with pytest.raises(ChronosSourceError, match="unsupported Chronos dtype 'float16'"):
         ChronosRuntime.load(model_dirs["bolt"], {"dtype": "float16"})
     with pytest.raises(ChronosSourceError, match="holds a chronos bolt model, not t5"):

@@ -24,13 +24,15 @@ SERIES = [
 ]
 
 
-def served_names(url: str) -> list[str]:
+def served_models(url: str) -> list[dict]:
     body = httpx.post(f"{url}/models", json={}, timeout=30).json()
-    return sorted(model["name"] for model in body["models"])
+    return sorted(body["models"], key=lambda model: model["name"])
 
 
 def test_serves_every_promoted_chronos_family(chronos_server) -> None:
-    assert served_names(chronos_server.url) == ["chronos-2", "chronos-bolt-tiny", "chronos-t5-tiny"]
+    models = served_models(chronos_server.url)
+    assert [m["name"] for m in models] == ["chronos-2", "chronos-bolt-tiny", "chronos-t5-tiny"]
+    assert {(m["device"], m["dtype"]) for m in models} == {("cpu", "float32")}
 
 
 @pytest.mark.parametrize("name", ["chronos-bolt-tiny", "chronos-2", "chronos-t5-tiny"])

@@ -298,13 +298,28 @@ def validate_num_samples(num_samples: int | None, info: ChronosModelInfo) -> int
 # ---------------------------------------------------------------------------- runtime
 
 
+def native_cpu_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX; Linux flags)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
 def resolve_dtype(requested: str | None, device: str) -> torch.dtype:
-    """float32 on CPU; bfloat16 on CUDA only when config or ``TRADESERVE_CHRONOS_DTYPE`` asks."""
+    """float32 unless config or ``TRADESERVE_CHRONOS_DTYPE`` asks for bfloat16, which is
+    honoured on CUDA and on CPUs with native bf16; elsewhere bf16 is emulated (slower than
+    float32), so the request falls back to float32 with a warning."""
     name = (requested or os.environ.get(DTYPE_ENV) or "float32").lower()
     if name not in ("float32", "bfloat16"):
         raise ChronosSourceError(f"unsupported Chronos dtype '{name}'; use float32 or bfloat16")
-    if name == "bfloat16" and not device.startswith("cuda"):
-        logger.warning("bfloat16 requested on %s; using float32 (bf16 is emulated on CPU)", device)
+    if name == "bfloat16" and not device.startswith("cuda") and not native_cpu_bf16():
+        logger.warning(
+            "bfloat16 requested on %s, whose CPU has no native bf16 (AVX512-BF16 or AMX); "
+            "using float32",
+            device,
+        )
         return torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 

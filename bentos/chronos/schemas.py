@@ -114,6 +114,7 @@ class ServedChronosModel(BaseModel):
     prediction_length: int
     quantile_levels: list[float]
     device: str
+    dtype: str = Field(description="float32, or bfloat16 where TRADESERVE_CHRONOS_DTYPE asks")
 
 
 class ModelsResponse(BaseModel):

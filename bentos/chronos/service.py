@@ -160,6 +160,7 @@ class ChronosForecaster(ModelService):
                     prediction_length=served.runtime.prediction_length,
                     quantile_levels=served.runtime.quantile_levels,
                     device=self.models.device,
+                    dtype=str(served.runtime.dtype).removeprefix("torch."),
                 )
                 for served in self.models.models.values()
             ],
