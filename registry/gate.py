@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -74,19 +72,14 @@ def validate_version(
     from registry.loading import load_version
 
     report = GateReport(name=candidate.name, version=candidate.version, family=candidate.family)
-    # The downloaded copy is only needed while checking (Chronos folders are large).
-    with tempfile.TemporaryDirectory(
-        prefix=f"tradeserve-gate-{candidate.name}-v{candidate.version}-",
-        ignore_cleanup_errors=True,
-    ) as scratch:
-        try:
-            loaded = load_version(candidate, destination=Path(scratch))
-        except Exception as error:  # any load failure is a gate failure, reported with its cause
-            report.problems.append(f"cannot load: {_describe(error)}")
-            return report
-        report.checks.append("load")
-        report.problems.extend(check_loaded(loaded))
-        report.checks.append("predict input example: shape and finite values")
+    try:
+        loaded = load_version(candidate)  # its download is removed once loaded
+    except Exception as error:  # any load failure is a gate failure, reported with its cause
+        report.problems.append(f"cannot load: {_describe(error)}")
+        return report
+    report.checks.append("load")
+    report.problems.extend(check_loaded(loaded))
+    report.checks.append("predict input example: shape and finite values")
     if thresholds:
         report.problems.extend(_check_thresholds(candidate, thresholds, client))
         report.checks.append("metric thresholds")

@@ -25,11 +25,10 @@ MODEL_ARTIFACT = "model"
 
 @dataclass
 class LoadedModel:
-    """A version's runtime plus what was logged with it."""
+    """A version's runtime plus what was logged with it (its files are gone once loaded)."""
 
     resolved: ResolvedVersion
     runtime: Any  # training_hooks.runtime.FamilyRuntime
-    model_dir: Path | None  # None once a temporary download has been removed
     metadata: dict[str, Any] = field(default_factory=dict)
     # The logged input example as read at load time, or why it could not be read.
     example: pd.DataFrame | Exception | None = field(default=None, repr=False)
@@ -41,11 +40,11 @@ class LoadedModel:
         return self.example
 
 
-def read_input_example(model_dir: Path) -> pd.DataFrame | Exception | None:
-    """The input example in an MLflow model folder (None if none was logged), or the error
-    that reading it raised: a broken example fails the gate, not the load."""
+def read_input_example(mlmodel: Model, model_dir: Path) -> pd.DataFrame | Exception | None:
+    """The input example of the MLflow model in ``model_dir`` (None if none was logged), or
+    the error that reading it raised: a broken example fails the gate, not the load."""
     try:
-        example = Model.load(str(model_dir)).load_input_example(str(model_dir))
+        example = mlmodel.load_input_example(str(model_dir))
     except Exception as error:
         return error
     if example is None or isinstance(example, pd.DataFrame):
@@ -69,9 +68,13 @@ def load_runtime(
     model_dir: Path, family: Family, device: str = "cpu"
 ) -> tuple[Any, dict[str, Any]]:
     """The family runtime stored in ``model_dir`` and the model's logged metadata."""
+    mlmodel = Model.load(str(model_dir))
+    return _runtime(mlmodel, model_dir, family, device), dict(mlmodel.metadata or {})
+
+
+def _runtime(mlmodel: Model, model_dir: Path, family: Family, device: str) -> Any:
     from training_hooks.runtime import runtime_class
 
-    mlmodel = Model.load(str(model_dir))
     pyfunc_conf = mlmodel.flavors.get(PYFUNC, {})
     config = dict(pyfunc_conf.get("config") or pyfunc_conf.get("model_config") or {})
     runtime_cls = runtime_class(family)
@@ -80,29 +83,23 @@ def load_runtime(
             raise ValueError(f"{model_dir} holds a model of another family than {family.value}")
         config.pop("device", None)
         artifact = pyfunc_conf["artifacts"][MODEL_ARTIFACT]["path"]
-        runtime = runtime_cls.load(model_dir / artifact, config, device=device)
-    else:  # native flavors (XGBoost) read the MLflow model folder themselves
-        runtime = runtime_cls.load(model_dir, config, device=device)
-    return runtime, dict(mlmodel.metadata or {})
+        return runtime_cls.load(model_dir / artifact, config, device=device)
+    # native flavors (XGBoost) read the MLflow model folder themselves
+    return runtime_cls.load(model_dir, config, device=device)
 
 
-def load_version(
-    resolved: ResolvedVersion, device: str = "cpu", destination: Path | None = None
-) -> LoadedModel:
-    """Download and load ``resolved`` onto ``device``.
-
-    The files stay in ``destination`` when one is given; otherwise they are downloaded to a
-    temporary folder that is removed once the runtime is in memory (a Chronos version is
-    hundreds of MB, and a service loads one per promotion).
-    """
-    if destination is not None:
-        model_dir = download(resolved, destination)
-        runtime, metadata = load_runtime(model_dir, resolved.family, device)
-        return LoadedModel(resolved, runtime, model_dir, metadata, read_input_example(model_dir))
+def load_version(resolved: ResolvedVersion, device: str = "cpu") -> LoadedModel:
+    """Download ``resolved`` to a temporary folder, load it onto ``device`` with its input
+    example, and remove the folder (a Chronos version is hundreds of MB, and a service
+    loads one per promotion)."""
     with tempfile.TemporaryDirectory(
         prefix=f"tradeserve-{resolved.name}-v{resolved.version}-", ignore_cleanup_errors=True
     ) as scratch:
         model_dir = download(resolved, Path(scratch))
-        runtime, metadata = load_runtime(model_dir, resolved.family, device)
-        example = read_input_example(model_dir)
-    return LoadedModel(resolved, runtime, None, metadata, example)
+        mlmodel = Model.load(str(model_dir))
+        return LoadedModel(
+            resolved=resolved,
+            runtime=_runtime(mlmodel, model_dir, resolved.family, device),
+            metadata=dict(mlmodel.metadata or {}),
+            example=read_input_example(mlmodel, model_dir),
+        )
