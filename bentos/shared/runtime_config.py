@@ -8,6 +8,7 @@ one place to tune batching, as it is for workers and traffic.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,19 @@ class Batching(BaseModel):
     max_batch_size: int = Field(ge=2)
     max_latency_ms: int = Field(ge=1)
     # Batches computed at once per worker: the service's ``threads`` (BentoML's threads for
-    # synchronous work, where tradeserve runs its model calls).
+    # synchronous work, where tradeserve runs its model calls); set by configured_batching.
     concurrent_calls: int = Field(default=1, ge=1)
 
 
 def _services_config() -> dict:
     """The ``services`` block of ``BENTOML_CONFIG`` (empty when none is set)."""
     path = os.environ.get("BENTOML_CONFIG")
-    if not path or not Path(path).is_file():
-        return {}
+    return _read_services(path) if path and Path(path).is_file() else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_services(path: str) -> dict:
+    """Parsed once per file: a service reads workers, threads and batching at start-up."""
     return (yaml.safe_load(Path(path).read_text()) or {}).get("services") or {}
 
 
@@ -53,14 +58,12 @@ def configured_threads(service: str) -> int:
 
 def configured_batching(service: str, default: Batching) -> Batching:
     """``services.<service>.batching`` from ``BENTOML_CONFIG`` over ``default``, with
-    ``concurrent_calls`` from ``services.<service>.threads`` when that is set."""
+    ``concurrent_calls`` = the service's threads."""
     services = _services_config()
     block = {
         **(services.get("batching") or {}),
         **((services.get(service) or {}).get("batching") or {}),
     }
     block.pop("enabled", None)
-    threads = _setting(service, "threads", None)
-    if threads is not None:
-        block["concurrent_calls"] = int(threads)
+    block["concurrent_calls"] = configured_threads(service)
     return Batching(**{**default.model_dump(), **block})
