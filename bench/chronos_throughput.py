@@ -48,26 +48,25 @@ MODEL = "chronos-bolt-small"
 CLIENTS = 64
 TARGETS = {"vs_one_request_per_call": 3.5, "vs_in_process": 0.90}
 
-# In-process batching configurations: (name, label, chronos_inprocess arguments).
-IN_PROCESS = [
-    ("one-call", "one call of 64 on torch's threads", ["--batch", "64"]),
-    (
-        "two-calls",
+# In-process batching configurations: name -> (label, chronos_inprocess arguments).
+IN_PROCESS = {
+    "one-call": ("one call of 64 on torch's threads", ["--batch", "64"]),
+    "two-calls": (
         "two calls of 32 at once, one thread each",
         ["--batch", "32", "--streams", "2", "--torch-threads", "1"],
     ),
-]
-# One-request-per-model-call servers: (name, label, chronos_single_server arguments). The
-# first is (a); the others are measured once, for reference.
-ONE_PER_CALL = [
-    ("fastapi-def", "FastAPI `def` endpoint (thread pool of 40)", ["--calls", "40"]),
-    ("one-at-a-time", "one call at a time (the seed server)", ["--calls", "1"]),
-    (
-        "two-single-thread",
+}
+# One-request-per-model-call servers: name -> (label, chronos_single_server arguments).
+# SINGLE is (a); the others are measured once, for reference.
+ONE_PER_CALL = {
+    "fastapi-def": ("FastAPI `def` endpoint (thread pool of 40)", ["--calls", "40"]),
+    "one-at-a-time": ("one call at a time (the seed server)", ["--calls", "1"]),
+    "two-single-thread": (
         "two single-thread calls at once",
         ["--calls", "2", "--torch-threads", "1"],
     ),
-]
+}
+SINGLE = "fastapi-def"
 
 # ChronosForecaster configurations tried with --variants: BentoML config overrides merged
 # into configuration.yaml, plus environment variables of the server process.
@@ -172,7 +171,7 @@ def in_process(
     home: Path, work: Path, config: str, duration: float, batch_one: bool = False
 ) -> dict[str, Any]:
     """One in-process configuration of IN_PROCESS (plus batch 1 when ``batch_one``)."""
-    label, arguments = next((lab, arg) for name, lab, arg in IN_PROCESS if name == config)
+    label, arguments = IN_PROCESS[config]
     out = work / f"inprocess-{config}.json"
     command = [common.PYTHON, "-m", "bench.chronos_inprocess", "--duration", str(duration)]
     command += [*arguments, *(["--batch", "1"] if batch_one else [])]
@@ -243,7 +242,7 @@ def run_single_server(
     home: Path, logs: Path, bodies: Path, args, work: Path, config: str
 ) -> dict[str, Any]:
     """One one-request-per-call server of ONE_PER_CALL under the closed loop."""
-    label, arguments = next((lab, arg) for name, lab, arg in ONE_PER_CALL if name == config)
+    label, arguments = ONE_PER_CALL[config]
     port = common.free_local_port()
     server = common.ServerProcess(
         f"one-request-per-call server ({config})",
@@ -297,7 +296,7 @@ def summarize(result: dict[str, Any]) -> None:
     for run in result["one_request_per_call"]:
         singles.setdefault(run["config"], []).append(run["throughput_rps"])
     result["one_request_per_call_rates"] = {k: statistics.mean(v) for k, v in singles.items()}
-    result["one_request_per_call_rate"] = result["one_request_per_call_rates"][ONE_PER_CALL[0][0]]
+    result["one_request_per_call_rate"] = result["one_request_per_call_rates"][SINGLE]
     result["verdicts"] = verdicts(result)
 
 
@@ -368,12 +367,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{run['errors']} | {mean_batch} | {cpu['server_cores']} | {cpu['loadgen_cores']} "
             f"| {cpu['other_cores']} |"
         )
-    labels = {name: label for name, label, _ in [*IN_PROCESS, *ONE_PER_CALL]}
+    labels = {name: label for name, (label, _) in [*IN_PROCESS.items(), *ONE_PER_CALL.items()]}
     best_inprocess = max(result["in_process_rates"], key=result["in_process_rates"].get)
     served = result["forecaster"]["throughput_rps"]
     lines += [
         "",
-        f"(a) = {labels[ONE_PER_CALL[0][0]]}, mean of the runs before and after: "
+        f"(a) = {labels[SINGLE]}, mean of the runs before and after: "
         f"{single:.1f} series/s. (b) = the faster in-process way to batch {CLIENTS} series, "
         f"{labels[best_inprocess]}, mean of before and after: {limit:.1f} series/s. Other "
         "cores = CPU used on the machine by anything but the server, the load generator "
@@ -448,27 +447,26 @@ def measure_baselines(
     """Before the servers: every in-process configuration (the first with batch 1 too), then
     every one-request-per-call server; after: (a), then the in-process configurations, so
     each baseline that counts straddles ChronosForecaster."""
-    servers = [name for name, _, _ in ONE_PER_CALL]
-    if when == "after":
-        servers = servers[:1]
-    in_process_runs = []
-    if when == "before":
-        in_process_runs += [
-            in_process(home, work, name, args.inprocess_duration, batch_one=index == 0)
-            for index, (name, _, _) in enumerate(IN_PROCESS)
-        ]
-    single_runs = []
-    for name in servers:
-        log(f"one-request-per-call server {name} ({when})")
-        single_runs.append(run_single_server(home, logs, bodies, args, work, name))
-    if when == "after":
-        in_process_runs += [
-            in_process(home, work, name, args.inprocess_duration) for name, _, _ in IN_PROCESS
-        ]
-    for run in [*in_process_runs, *single_runs]:
+    before = when == "before"
+    in_process_runs = measure_in_process(home, work, args, batch_one=True) if before else []
+    singles = [
+        run_single_server(home, logs, bodies, args, work, name)
+        for name in (ONE_PER_CALL if before else [SINGLE])
+    ]
+    if not before:
+        in_process_runs = measure_in_process(home, work, args, batch_one=False)
+    for run in [*in_process_runs, *singles]:
         run["when"] = when
     result["in_process"] += in_process_runs
-    result["one_request_per_call"] += single_runs
+    result["one_request_per_call"] += singles
+
+
+def measure_in_process(home: Path, work: Path, args, batch_one: bool) -> list[dict[str, Any]]:
+    """Every IN_PROCESS configuration; the first also at batch 1 when ``batch_one``."""
+    return [
+        in_process(home, work, name, args.inprocess_duration, batch_one=batch_one and index == 0)
+        for index, name in enumerate(IN_PROCESS)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
