@@ -39,9 +39,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import cpu, environment, load, prometheus, report
 from bench.chronos_inprocess import CONTEXT, HORIZON, random_walks
-from bench.common import fmt, log
+from bench.cpu import SharedMachine
+from bench.report import fmt, log
+from harness.bento import BentoServer
+from harness.ports import free_port
+from harness.process import ManagedProcess
 
 NAME = "chronos_throughput"
 MODEL = "chronos-bolt-small"
@@ -124,11 +128,11 @@ def prepare_registry(home: Path, work: Path) -> str:
     from registry.errors import ModelNotFoundError
     from registry.promotion import current_holder, promote
     from registry.store import client
-    from training_hooks.chronos import log_chronos
-    from training_hooks.chronos_builders import build_random_chronos
+    from training_hooks.chronos.builders import build_random_chronos
+    from training_hooks.chronos.log import log_chronos
     from training_hooks.registration import Lineage
 
-    common.use_registry(home)
+    environment.use_registry(home)
     try:
         held = current_holder(MODEL, "champion", client())
     except ModelNotFoundError:
@@ -168,30 +172,35 @@ def write_bodies(folder: Path) -> Path:
 
 
 def in_process(
-    home: Path, work: Path, config: str, duration: float, batch_one: bool = False
+    home: Path,
+    work: Path,
+    config: str,
+    duration: float,
+    sharing: SharedMachine,
+    batch_one: bool = False,
 ) -> dict[str, Any]:
     """One in-process configuration of IN_PROCESS (plus batch 1 when ``batch_one``)."""
     label, arguments = IN_PROCESS[config]
     out = work / f"inprocess-{config}.json"
-    command = [common.PYTHON, "-m", "bench.chronos_inprocess", "--duration", str(duration)]
+    command = [environment.PYTHON, "-m", "bench.chronos_inprocess", "--duration", str(duration)]
     command += [*arguments, *(["--batch", "1"] if batch_one else [])]
 
     def scenario() -> dict[str, Any]:
-        meter = common.CpuMeter(None)
+        meter = cpu.CpuMeter(None)
         meter.start()
-        before = common.children_cpu_seconds()
+        before = cpu.children_cpu_seconds()
         subprocess.run(
             [*command, "--out", str(out)],
-            cwd=common.REPO_ROOT,
-            env=common.bench_env(home),
+            cwd=environment.REPO_ROOT,
+            env=environment.bench_env(home),
             check=True,
             timeout=duration * 2 + 300,
         )
         result = json.loads(out.read_text())
-        result["cpu"] = meter.stop(common.children_cpu_seconds() - before)
+        result["cpu"] = meter.stop(cpu.children_cpu_seconds() - before)
         return result
 
-    result = common.quiet_run(f"in-process {config}", scenario, log)
+    result = cpu.quiet_run(f"in-process {config}", scenario, sharing, log)
     result.update(config=config, label=label)
     for run in result["runs"]:
         log(
@@ -205,9 +214,9 @@ def closed_loop(
     label: str, server: Any, bodies: Path, args: argparse.Namespace, work: Path, warmup: float
 ) -> dict[str, Any]:
     log(f"{label}: {CLIENTS} closed-loop clients, {warmup:g}s warm-up + {args.duration:g}s")
-    result = common.quiet_run(
+    result = cpu.quiet_run(
         label,
-        lambda: common.run_loadgen(
+        lambda: load.run_loadgen(
             "closed",
             server.url + "/forecast",
             bodies,
@@ -217,12 +226,14 @@ def closed_loop(
             timeout=120,
             check='"predictions"',
             snapshot_url=server.url + "/metrics",
-            server_pid=common.server_pid(server),
+            server_pid=server.pid,
+            nice=args.sharing.nice,
             out_dir=work,
         ),
+        args.sharing,
         log,
     )
-    batches = common.histogram_delta(
+    batches = prometheus.histogram_delta(
         result.pop("snapshot_start"),
         result.pop("snapshot_end"),
         "tradeserve_model_batch_size",
@@ -243,16 +254,17 @@ def run_single_server(
 ) -> dict[str, Any]:
     """One one-request-per-call server of ONE_PER_CALL under the closed loop."""
     label, arguments = ONE_PER_CALL[config]
-    port = common.free_local_port()
-    server = common.ServerProcess(
+    port = free_port()
+    server = ManagedProcess(
         f"one-request-per-call server ({config})",
-        [common.PYTHON, "-m", "bench.chronos_single_server", "--port", str(port), *arguments],
-        common.bench_env(home),
-        port,
-        "/readyz",
-        logs / f"single-server-{config}.log",
+        [environment.PYTHON, "-m", "bench.chronos_single_server", "--port", str(port), *arguments],
+        env=environment.bench_env(home),
+        log_path=logs / f"single-server-{config}.log",
+        cwd=environment.REPO_ROOT,
+        port=port,
+        ready="/readyz",
     )
-    with common.running(server):
+    with cpu.running(server, args.sharing):
         result = closed_loop(f"one request per call: {label}", server, bodies, args, work, 8)
     result.pop("batch_sizes", None)
     result.update(config=config, label=label)
@@ -263,16 +275,16 @@ def run_forecaster(
     home: Path, logs: Path, bodies: Path, args, work: Path, variant: str | None
 ) -> dict[str, Any]:
     spec = VARIANTS[variant] if variant else {"config": {}, "env": {}}
-    config = common.CONFIGURATION
+    config = environment.CONFIGURATION
     if spec["config"]:
-        config = common.write_config(config, spec["config"], work / f"config-{variant}.yaml")
-    env = common.bench_env(
+        config = environment.write_config(config, spec["config"], work / f"config-{variant}.yaml")
+    env = environment.bench_env(
         home, config=config, TRADESERVE_CHRONOS_MODELS=json.dumps([MODEL]), **spec["env"]
     )
     label = f"ChronosForecaster [{variant}]" if variant else "ChronosForecaster"
     log_path = logs / f"chronos-{variant or 'main'}.log"
-    server = common.bento_server("bentos.chronos.service:ChronosForecaster", env, log_path)
-    with common.running(server):
+    server = BentoServer("bentos.chronos.service:ChronosForecaster", env, log_path)
+    with cpu.running(server, args.sharing):
         result = closed_loop(label, server, bodies, args, work, warmup=args.warmup)
     result["variant"] = variant
     result["config_overrides"] = spec["config"]
@@ -429,9 +441,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=NAME,
         help="file name of the results (bench/README.md shows only the default name's)",
     )
-    common.add_quiet_arguments(parser)
+    cpu.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
-    common.apply_quiet_arguments(args)
+    args.sharing = cpu.apply_quiet_arguments(args)
     args.variant_list = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variant_list if v not in VARIANTS]
     if unknown:
@@ -464,14 +476,21 @@ def measure_baselines(
 def measure_in_process(home: Path, work: Path, args, batch_one: bool) -> list[dict[str, Any]]:
     """Every IN_PROCESS configuration; the first also at batch 1 when ``batch_one``."""
     return [
-        in_process(home, work, name, args.inprocess_duration, batch_one=batch_one and index == 0)
+        in_process(
+            home,
+            work,
+            name,
+            args.inprocess_duration,
+            args.sharing,
+            batch_one=batch_one and index == 0,
+        )
         for index, name in enumerate(IN_PROCESS)
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = common.work_dir(args.workdir, "tradeserve-bench-chronos-")
+    work = environment.work_dir(args.workdir, "tradeserve-bench-chronos-")
     home, logs = work / "home", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log(f"work folder {work}")
@@ -480,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "benchmark": NAME,
-        "machine": common.machine(),
+        "machine": report.machine(),
         "model": MODEL,
         "version": version,
         "context": CONTEXT,
@@ -488,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         "clients": CLIENTS,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "configuration": common.CONFIGURATION.read_text(),
-        "measurement": {"nice": args.nice, **common.QUIET},
+        "configuration": environment.CONFIGURATION.read_text(),
+        "measurement": args.sharing.model_dump(),
         "in_process": [],
         "one_request_per_call": [],
         "variants": [],
@@ -508,14 +527,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_baselines:
         measure_baselines(result, "after", home, logs, bodies, args, work)
         summarize(result)
-    result["finished"] = common.now_iso()
+    result["finished"] = report.now_iso()
     if args.skip_baselines:
         print(json.dumps(result["variants"], indent=1, default=str)[:5000])
         return 0
     text = markdown(result)
     print(text)
     if not args.no_write:
-        paths = common.write_results(args.results_name, result, text)
+        paths = report.write_results(args.results_name, result, text)
         log(f"wrote {paths[0]} and {paths[1]}")
     return 0
 

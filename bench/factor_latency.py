@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.factor_latency [--duration 20] [--workdir DIR]
 
 An XGBoost model of 100 trees over 50 synthetic factors is trained (real training, synthetic
-data), logged with ``log_factor_model`` and promoted in a fresh embedded registry. Both
-servers then serve that registered version, single-row requests only:
+data), logged with ``log_factor`` and promoted in a fresh embedded registry. Both
+servers then serve that registered version, single-row requests only. FactorModels runs
+twice, with ``BENTOML_CONFIG`` = configuration.yaml (overrides only) and without it (its
+configuration in code alone): the two must agree within 10 %, each >= 10x mlflow.
 
 * closed loop, 32 concurrent clients, fixed duration — ``hey`` (Go), after a ``hey`` warm-up;
 * open loop, 400 requests/s constant arrival rate — ``bench.loadgen open``; latency from
@@ -25,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from bench import common
-from bench.common import fmt, log
+from bench import cpu, environment, load, report
+from bench.report import fmt, log
+from harness.bento import BentoServer
+from harness.ports import free_port
+from harness.process import ManagedProcess
 
 NAME = "factor_latency"
 MODEL = "factor-BENCH_ret_1d"
@@ -37,6 +42,7 @@ CLOSED_CONCURRENCY = 32
 OPEN_RATE = 400.0
 TARGETS = {
     "speedup_vs_mlflow": 10.0,
+    "without_config_within": 0.10,  # |req/s without BENTOML_CONFIG / with - 1|
     "closed_loop_rps": 1000.0,
     "open_loop_p95_ms": 15.0,
 }
@@ -72,10 +78,10 @@ def prepare_registry(home: Path) -> str:
     from registry.errors import ModelNotFoundError
     from registry.promotion import current_holder, promote
     from registry.store import client
-    from training_hooks.factor import ic_table_for, log_factor_model
+    from training_hooks.factor.log import ic_table_for, log_factor
     from training_hooks.registration import Lineage
 
-    common.use_registry(home)
+    environment.use_registry(home)
     try:
         held = current_holder(MODEL, "champion", client())
     except ModelNotFoundError:
@@ -93,7 +99,7 @@ def prepare_registry(home: Path) -> str:
     )
     seconds = time.monotonic() - started
     frame = pd.DataFrame(x, columns=factors)
-    version = log_factor_model(
+    version = log_factor(
         MODEL,
         booster,
         factors=factors,
@@ -148,9 +154,9 @@ def write_bodies(folder: Path, rows: np.ndarray) -> dict[str, dict[str, Path]]:
 
 
 # FactorModels configurations tried with --variants: BentoML config overrides merged into
-# configuration.yaml, plus environment variables of the server process. The shipped
-# configuration already has the access log off and every URL untraced; these put back
-# what it turned off, to show what each costs.
+# configuration.yaml, plus environment variables of the server process. FactorModels'
+# configuration in code already has the access log off and every URL untraced; these put
+# back what it turned off, to show what each costs.
 TRACED_DEFAULT = ["/livez", "/readyz", "/healthz", "/metrics"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "access-log": {
@@ -178,23 +184,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def factormodels_server(
-    home: Path, logs: Path, work: Path, variant: str | None = None
-) -> common.BentoServer | common.ServerProcess:
+    home: Path, logs: Path, work: Path, variant: str | None = None, *, configured: bool = True
+) -> BentoServer:
+    """FactorModels under ``variant``, or its configuration in code alone when not
+    ``configured`` (no ``BENTOML_CONFIG`` at all)."""
     spec = VARIANTS[variant] if variant else {"config": {}, "env": {}}
-    config = common.CONFIGURATION
+    config = environment.CONFIGURATION
     if spec["config"]:
-        config = common.write_config(config, spec["config"], work / f"config-{variant}.yaml")
-    env = common.bench_env(
+        config = environment.write_config(config, spec["config"], work / f"config-{variant}.yaml")
+    env = environment.bench_env(
         home, config=config, TRADESERVE_FACTOR_MODELS=json.dumps([MODEL]), **spec["env"]
     )
-    log_path = logs / f"factor-{variant or 'main'}.log"
-    return common.bento_server("bentos.factor.service:FactorModels", env, log_path)
+    name = variant or ("main" if configured else "no-config")
+    server = BentoServer("bentos.factor.service:FactorModels", env, logs / f"factor-{name}.log")
+    if not configured:  # BentoServer adds configuration.yaml unless the env names another
+        server.env.pop("BENTOML_CONFIG")
+    return server
 
 
-def mlflow_server(home: Path, version: str, logs: Path, workers: int) -> common.ServerProcess:
-    port = common.free_local_port()
-    bin_dir = Path(common.PYTHON).parent  # mlflow runs `uvicorn` from PATH
-    env = common.bench_env(home, MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}")
+def mlflow_server(home: Path, version: str, logs: Path, workers: int) -> ManagedProcess:
+    port = free_port()
+    bin_dir = Path(environment.PYTHON).parent  # mlflow runs `uvicorn` from PATH
+    env = environment.bench_env(home, MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}")
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     mlflow = str(bin_dir / "mlflow")
     command = [
@@ -212,13 +223,14 @@ def mlflow_server(home: Path, version: str, logs: Path, workers: int) -> common.
         "--workers",
         str(workers),
     ]
-    return common.ServerProcess(
+    return ManagedProcess(
         f"mlflow models serve (workers={workers})",
         command,
-        env,
-        port,
-        "/ping",
-        logs / f"mlflow-serve-{workers}.log",
+        env=env,
+        log_path=logs / f"mlflow-serve-{workers}.log",
+        cwd=environment.REPO_ROOT,
+        port=port,
+        ready="/ping",
     )
 
 
@@ -243,14 +255,14 @@ def measure(
     work: Path,
 ) -> dict[str, Any]:
     url = server.url + path
-    pid = common.server_pid(server)
+    pid = server.pid
     result: dict[str, Any] = {"server": label, "url": url}
 
     def closed_scenario() -> dict[str, Any]:
         log(f"{label}: hey warm-up {args.warmup:g}s")
-        common.run_hey(url, bodies["single"], concurrency=CLOSED_CONCURRENCY, duration=args.warmup)
+        load.run_hey(url, bodies["single"], concurrency=CLOSED_CONCURRENCY, duration=args.warmup)
         log(f"{label}: closed loop, {CLOSED_CONCURRENCY} clients, {args.duration:g}s (hey)")
-        return common.run_hey(
+        return load.run_hey(
             url,
             bodies["single"],
             concurrency=CLOSED_CONCURRENCY,
@@ -258,7 +270,7 @@ def measure(
             server_pid=pid,
         )
 
-    closed = common.quiet_run(f"{label} closed loop", closed_scenario, log)
+    closed = cpu.quiet_run(f"{label} closed loop", closed_scenario, args.sharing, log)
     result["closed"] = closed
     log(
         f"  {closed['throughput_rps']:.0f} req/s, p50 {fmt(closed['latency_ms']['p50'])} ms, "
@@ -267,9 +279,9 @@ def measure(
     )
 
     log(f"{label}: open loop, {OPEN_RATE:g} req/s, {args.duration:g}s (+{args.warmup:g}s warm-up)")
-    opened = common.quiet_run(
+    opened = cpu.quiet_run(
         f"{label} open loop",
-        lambda: common.run_loadgen(
+        lambda: load.run_loadgen(
             "open",
             url,
             bodies["lines"],
@@ -278,8 +290,10 @@ def measure(
             warmup=args.warmup,
             timeout=30,
             server_pid=pid,
+            nice=args.sharing.nice,
             out_dir=work,
         ),
+        args.sharing,
         log,
     )
     result["open"] = opened
@@ -299,14 +313,19 @@ def run_factormodels(
     bodies: dict[str, dict[str, Path]],
     expected: float,
     args: argparse.Namespace,
+    *,
+    configured: bool = True,
 ) -> dict[str, Any]:
     label = f"FactorModels [{variant}]" if variant else "FactorModels"
+    label += "" if configured else " (no BENTOML_CONFIG)"
     log(f"starting {label} (bentoml serve)")
-    with common.running(factormodels_server(home, logs, work, variant)) as server:
+    process = factormodels_server(home, logs, work, variant, configured=configured)
+    with cpu.running(process, args.sharing) as server:
         first = json.loads(bodies["factormodels"]["single"].read_text())
         check_answers(server.url + "/predict", first, expected, "predictions")
         run = measure(label, server, "/predict", bodies["factormodels"], args, work)
     run["variant"] = variant
+    run["configured"] = configured
     return run
 
 
@@ -314,10 +333,13 @@ def run_factormodels(
 
 
 def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ours = runs[0]
+    ours, bare = runs[0], runs[1]  # FactorModels with and without BENTOML_CONFIG
     baseline = next(run for run in runs if run["server"].startswith("mlflow models serve (w"))
     speedup = ours["closed"]["throughput_rps"] / baseline["closed"]["throughput_rps"]
-    errors = sum(run[mode]["errors"] for run in (ours,) for mode in ("closed", "open"))
+    bare_speedup = bare["closed"]["throughput_rps"] / baseline["closed"]["throughput_rps"]
+    bare_ratio = bare["closed"]["throughput_rps"] / ours["closed"]["throughput_rps"]
+    within = TARGETS["without_config_within"]
+    errors = sum(run[mode]["errors"] for run in (ours, bare) for mode in ("closed", "open"))
     p99_ours = ours["closed"]["latency_ms"]["p99"]
     p99_base = baseline["closed"]["latency_ms"]["p99"]
     return {
@@ -325,6 +347,16 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "value": speedup,
             "target": f">= {TARGETS['speedup_vs_mlflow']:g}x",
             "met": speedup >= TARGETS["speedup_vs_mlflow"],
+        },
+        "without_config_vs_with": {
+            "value": bare_ratio,
+            "target": f"closed-loop req/s without BENTOML_CONFIG within {within:.0%} of with it",
+            "met": abs(bare_ratio - 1) <= within,
+        },
+        "without_config_speedup_vs_mlflow": {
+            "value": bare_speedup,
+            "target": f">= {TARGETS['speedup_vs_mlflow']:g}x without BENTOML_CONFIG",
+            "met": bare_speedup >= TARGETS["speedup_vs_mlflow"],
         },
         "lower_p99_than_mlflow": {
             "value": {"factormodels": p99_ours, "mlflow": p99_base},
@@ -433,13 +465,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help=f"comma-separated extra FactorModels configurations: {', '.join(VARIANTS)}",
     )
-    common.add_quiet_arguments(parser)
+    cpu.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     args.variant_list = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variant_list if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    common.apply_quiet_arguments(args)
+    args.sharing = cpu.apply_quiet_arguments(args)
     return args
 
 
@@ -447,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.duration + args.warmup > 60:
         raise SystemExit("keep each scenario within 60 s (duration + warm-up)")
-    work = common.work_dir(args.workdir, "tradeserve-bench-factor-")
+    work = environment.work_dir(args.workdir, "tradeserve-bench-factor-")
     home, logs = work / "home", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log(f"work folder {work}")
@@ -456,10 +488,13 @@ def main(argv: list[str] | None = None) -> int:
     expected = expected_predictions(rows[:1])[0]
     bodies = write_bodies(work, rows)
 
-    runs = [run_factormodels(None, home, logs, work, bodies, expected, args)]
+    runs = [
+        run_factormodels(None, home, logs, work, bodies, expected, args),
+        run_factormodels(None, home, logs, work, bodies, expected, args, configured=False),
+    ]
     for workers in [int(w) for w in args.mlflow_workers.split(",") if w]:
         log(f"starting mlflow models serve --workers {workers}")
-        with common.running(mlflow_server(home, version, logs, workers)) as server:
+        with cpu.running(mlflow_server(home, version, logs, workers), args.sharing) as server:
             first = json.loads(bodies["mlflow"]["single"].read_text())
             check_answers(server.url + "/invocations", first, expected, "predictions")
             runs.append(measure(server.name, server, "/invocations", bodies["mlflow"], args, work))
@@ -473,16 +508,16 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": NAME,
-        "finished": common.now_iso(),
-        "machine": common.machine(),
+        "finished": report.now_iso(),
+        "machine": report.machine(),
         "model": {"name": MODEL, "trees": N_TREES, "features": N_FEATURES},
         "version": version,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "closed_loop_concurrency": CLOSED_CONCURRENCY,
         "open_loop_rate": OPEN_RATE,
-        "configuration": (common.CONFIGURATION).read_text(),
-        "measurement": {"nice": args.nice, **common.QUIET},
+        "configuration": (environment.CONFIGURATION).read_text(),
+        "measurement": args.sharing.model_dump(),
         "runs": runs,
         "failed_variants": failed,
     }
@@ -490,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        paths = common.write_results(args.results_name, result, text)
+        paths = report.write_results(args.results_name, result, text)
         log(f"wrote {paths[0]} and {paths[1]}")
     return 0
 

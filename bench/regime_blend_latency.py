@@ -47,8 +47,10 @@ import httpx
 import pandas as pd
 import yaml
 
-from bench import common
-from tests.bento_servers import BentoServer, process_tree
+from bench import environment, report
+from bench.cpu import busy_other_cores, machine_cpu_seconds
+from harness.bento import BentoServer
+from harness.process import process_tree
 
 NAME = "regime_blend_latency"
 TARGETS = {"open_p95_ms": 15.0, "open_p99_ms": 30.0, "closed_rps": 300.0}
@@ -59,14 +61,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def server_env(home: Path, state: Path, config: Path, **extra: str) -> dict[str, str]:
-    return common.bench_env(home, config, TRADESERVE_BLEND_STATE_DIR=str(state), **extra)
+    return environment.bench_env(home, config, TRADESERVE_BLEND_STATE_DIR=str(state), **extra)
 
 
 def ensure_demo(home: Path) -> None:
     """Fill ``home`` with the demo registry unless it already is (idempotent, ~1 min)."""
-    common.log(f"demo registry in {home}")
+    report.log(f"demo registry in {home}")
     tradeserve = Path(sys.executable).with_name("tradeserve")
-    env = server_env(home, home / "unused", common.CONFIGURATION)
+    env = server_env(home, home / "unused", environment.CONFIGURATION)
     subprocess.run([str(tradeserve), "demo"], env=env, check=True, capture_output=True)
 
 
@@ -183,14 +185,14 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
     assert server.process is not None
     pids = tree_pids(server.process.pid)
     metrics_before = httpx.get(f"{server.url}/metrics", timeout=10).text
-    loadgen = subprocess.Popen(command, cwd=common.REPO_ROOT)
+    loadgen = subprocess.Popen(command, cwd=environment.REPO_ROOT)
     time.sleep(args.warmup + 0.1)
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
-    busy0, t0 = common.machine_cpu_seconds()[0], time.monotonic()
+    busy0, t0 = machine_cpu_seconds()[0], time.monotonic()
     time.sleep(args.duration)
     elapsed = time.monotonic() - t0
     cpu = {pid: cpu_seconds(pid) - cpu0[pid] for pid in pids}
-    busy = common.machine_cpu_seconds()[0] - busy0
+    busy = machine_cpu_seconds()[0] - busy0
     if loadgen.wait(timeout=args.duration + 120) != 0:
         raise RuntimeError(f"bench.loadgen {mode} failed")
     metrics_after = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -334,15 +336,15 @@ def run_scenario(
         extra.setdefault("TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE", "0")
     env = server_env(home, state, config, **extra)
     server = BentoServer(".", env, work / f"serve-{name.replace(' ', '-')}.log")
-    common.log(
+    report.log(
         f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)"
     )
     server.start(timeout=240)
     try:
-        other_before = common.busy_other_cores(3.0)
-        common.log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
+        other_before = busy_other_cores(3.0)
+        report.log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
         open_run = run_load(server, "open", open_bodies, args)
-        common.log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
+        report.log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
         closed_run = run_load(server, "closed", closed_bodies, args)
     finally:
         server.stop()
@@ -375,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_demo(home)
     overrides = json.loads(args.override)
     config = (
-        common.write_config(common.CONFIGURATION, overrides, work / "configuration.yaml")
+        environment.write_config(environment.CONFIGURATION, overrides, work / "configuration.yaml")
         if overrides
-        else common.CONFIGURATION
+        else environment.CONFIGURATION
     )
     scenarios = {
         name: run_scenario(name, home, work, config, args)
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "name": NAME,
         "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "machine": common.machine(),
+        "machine": report.machine(),
         "config": {
             "rate": args.rate,
             "concurrency": args.concurrency,
@@ -400,15 +402,15 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     if not args.no_write:
-        path = common.RESULTS_DIR / f"{NAME}.json"
+        path = report.RESULTS_DIR / f"{NAME}.json"
         if path.is_file() and args.workload:  # a subset: keep the other workloads' runs
             earlier = json.loads(path.read_text()).get("scenarios", {})
             result["scenarios"] = {**earlier, **scenarios}
     text = markdown(result)
     print(text)
     if not args.no_write:
-        paths = common.write_results(NAME, result, text)
-        common.log(f"wrote {paths[0]} and {paths[1]}")
+        paths = report.write_results(NAME, result, text)
+        report.log(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bentos.model_store import ImportedModel, import_version
 from registry.catalog import list_models
 from registry.errors import NotPromotedError, TradeserveError
-from registry.families import REGIME_DETECTOR_NAME, Family
+from registry.families import FAMILIES, Family
 from registry.resolve import ResolvedVersion, resolve
 from registry.settings import get_settings
 
@@ -39,50 +39,40 @@ class BentoTarget(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    key: str = Field(description="Name used with --family")
-    bentofile: Path = Field(description="bentofile.yaml, relative to the repository root")
+    key: str = Field(description="Name used with --family; its folder under bentos/")
     families: tuple[Family, ...] = Field(description="Families whose promoted models it bakes")
     required_families: tuple[Family, ...] = Field(
         description="Families that must have at least one promoted model"
     )
-    required_names: tuple[str, ...] = Field(default=(), description="Models that must exist")
-    optional: bool = Field(default=False, description="Skipped when its bentofile is absent")
+
+    @property
+    def bentofile(self) -> Path:
+        """Its ``bentofile.yaml``, relative to the repository root."""
+        return Path("bentos") / self.key / "bentofile.yaml"
 
     @property
     def bentofile_path(self) -> Path:
         return REPO_ROOT / self.bentofile
 
 
-TARGETS: tuple[BentoTarget, ...] = (
-    BentoTarget(
-        key="chronos",
-        bentofile=Path("bentos/chronos/bentofile.yaml"),
-        families=(Family.CHRONOS,),
-        required_families=(Family.CHRONOS,),
-    ),
-    BentoTarget(
-        key="factor",
-        bentofile=Path("bentos/factor/bentofile.yaml"),
-        families=(Family.FACTOR, Family.VENUE_QUANTILES),
-        required_families=(Family.FACTOR,),
-    ),
-    BentoTarget(
-        key="specialists",
-        bentofile=Path("bentos/specialists/bentofile.yaml"),
-        families=(Family.SPECIALIST,),
-        required_families=(Family.SPECIALIST,),
-    ),
-    # The composite (root bentofile.yaml): RegimeBlend runs the regime detector in-process
-    # and Specialists as its dependency inside the same bento.
-    BentoTarget(
-        key="regime_blend",
-        bentofile=Path("bentofile.yaml"),
-        families=(Family.REGIME, Family.SPECIALIST),
-        required_families=(Family.REGIME, Family.SPECIALIST),
-        required_names=(REGIME_DETECTOR_NAME,),
-        optional=True,
-    ),
-)
+def _targets() -> tuple[BentoTarget, ...]:
+    """The build targets named by the family table, in its order. The composite
+    (``regime_blend``) runs the regime detector in-process and Specialists as its dependency
+    inside the same bento."""
+    keys = dict.fromkeys(key for spec in FAMILIES for key in spec.bentos)
+    return tuple(
+        BentoTarget(
+            key=key,
+            families=tuple(Family(s.value) for s in FAMILIES if key in s.bentos),
+            required_families=tuple(
+                Family(s.value) for s in FAMILIES if key in s.bentos and s.required
+            ),
+        )
+        for key in keys
+    )
+
+
+TARGETS: tuple[BentoTarget, ...] = _targets()
 TARGET_KEYS = tuple(target.key for target in TARGETS)
 
 
@@ -111,7 +101,6 @@ class BuildReport(BaseModel):
     """What one ``tradeserve build`` produced."""
 
     bentos: list[BuiltBento] = Field(default_factory=list)
-    skipped: list[str] = Field(default_factory=list, description="Targets without bentofile")
     bentoml_home: str
 
 
@@ -131,15 +120,14 @@ def select_targets(keys: Sequence[str] | None = None) -> list[BentoTarget]:
 def plan(targets: Iterable[BentoTarget]) -> dict[str, list[ResolvedVersion]]:
     """Resolve the promoted version of every model each target bakes in.
 
-    Every registered model of a target's families must be promoted, every required family
-    must have one and every required name must exist; otherwise :class:`NotPromotedError`
+    Every registered model of a target's families must be promoted and every required family
+    must have one; otherwise :class:`NotPromotedError`
     names what to promote. Nothing is imported or built before the whole plan resolves.
     """
     summaries = list_models()
     plans: dict[str, list[ResolvedVersion]] = {}
     for target in targets:
         names = [s.name for s in summaries if s.family in {f.value for f in target.families}]
-        names += [name for name in target.required_names if name not in names]
         resolved = [resolve(name) for name in sorted(names)]
         for family in target.required_families:
             if not any(version.family is family for version in resolved):
@@ -159,15 +147,11 @@ def build(keys: Sequence[str] | None = None, progress: Progress = print) -> Buil
 
     targets = select_targets(keys)
     missing = [t for t in targets if not t.bentofile_path.is_file()]
-    if any(not target.optional for target in missing):
+    if missing:
         raise TradeserveError(
             "missing bentofile: " + ", ".join(str(t.bentofile_path) for t in missing)
         )
-    targets = [target for target in targets if target not in missing]
-    report = BuildReport(
-        skipped=[f"{t.key} ({t.bentofile} does not exist)" for t in missing],
-        bentoml_home=str(BentoMLContainer.bentoml_home.get()),
-    )
+    report = BuildReport(bentoml_home=str(BentoMLContainer.bentoml_home.get()))
     plans = plan(targets)
     for target in targets:
         started = time.perf_counter()

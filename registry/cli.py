@@ -163,8 +163,6 @@ def build(
         for i, m in enumerate(bento.models)
     ]
     typer.echo(render_table(["BENTO", "MODEL", "VERSION", "ALIAS", "BENTOML MODEL"], rows))
-    for skipped in report.skipped:
-        typer.echo(f"skipped: {skipped}")
     typer.echo(f"BentoML store: {report.bentoml_home}")
 
 
@@ -178,8 +176,8 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Walk-forward evaluation of RegimeBlend's decisions vs buy-and-hold, logged to MLflow."""
-    from training_hooks.evaluate import EvaluationConfig
-    from training_hooks.evaluate import evaluate as run_evaluation
+    from bentos.regime_blend.evaluate import EvaluationConfig
+    from bentos.regime_blend.evaluate import evaluate as run_evaluation
 
     config = EvaluationConfig(
         start=start,

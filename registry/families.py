@@ -1,55 +1,138 @@
-"""Model families and their registered-model naming (see DESIGN.md)."""
+"""Model families, defined once (see DESIGN.md).
+
+Each family is one :class:`FamilySpec` in :data:`FAMILIES`: its registered-name rule, the
+dotted path of its runtime class and the bentos that bake its promoted versions. The
+:class:`Family` enum, name checks and their error messages, runtime lookup and the
+``tradeserve build`` targets are all derived from that table, so adding a family means one
+entry here, one package in ``training_hooks/`` and one in ``bentos/`` (README: "Adding a
+family"). Runtime classes are named by path and imported lazily: the registry core never
+imports ``training_hooks`` or ``bentos`` by module name.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
 from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from registry.errors import InvalidModelNameError
 
-
-class Family(StrEnum):
-    CHRONOS = "chronos"
-    FACTOR = "factor"
-    SPECIALIST = "specialist"
-    REGIME = "regime"
-    VENUE_QUANTILES = "venue-quantiles"
-
+if TYPE_CHECKING:
+    from registry.runtime import FamilyRuntime
 
 SPECIALIST_ROLES = ("bull", "bear", "sideways", "universal")
 REGIME_DETECTOR_NAME = "regime-detector"
 
-_NAME_PATTERNS: dict[Family, re.Pattern[str]] = {
-    Family.CHRONOS: re.compile(
-        r"^chronos-(t5-(tiny|mini|small|base|large)|bolt-(tiny|mini|small|base)|2)$"
+
+class FamilySpec(BaseModel):
+    """Everything tradeserve needs to know about one model family."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: str = Field(description="The family's name: the `family` tag of its models")
+    pattern: str = Field(description="Regular expression every registered name must match")
+    name_rule: str = Field(description="The naming rule as people read it, for error messages")
+    runtime: str = Field(description="'module:Class' of its runtime (registry.runtime protocol)")
+    bentos: tuple[str, ...] = Field(
+        description="`tradeserve build` targets (bentos/<target>/) that bake its promoted versions"
+    )
+    required: bool = Field(
+        default=True, description="Whether those bentos need at least one promoted version"
+    )
+
+    @property
+    def member(self) -> str:
+        """Its :class:`Family` member name (``venue-quantiles`` -> ``VENUE_QUANTILES``)."""
+        return self.value.upper().replace("-", "_")
+
+    @property
+    def package(self) -> str:
+        """Its package under ``training_hooks/`` and the prefix of its settings."""
+        return self.value.replace("-", "_")
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        value="chronos",
+        pattern=r"chronos-(t5-(tiny|mini|small|base|large)|bolt-(tiny|mini|small|base)|2)",
+        name_rule="chronos-t5-<tiny|mini|small|base|large>, chronos-bolt-<tiny|mini|small|base> "
+        "or chronos-2",
+        runtime="training_hooks.chronos.runtime:ChronosRuntime",
+        bentos=("chronos",),
     ),
-    Family.FACTOR: re.compile(r"^factor-[A-Za-z0-9][A-Za-z0-9_.-]*$"),
-    Family.SPECIALIST: re.compile(rf"^specialist-({'|'.join(SPECIALIST_ROLES)})$"),
-    Family.REGIME: re.compile(rf"^{REGIME_DETECTOR_NAME}$"),
-    Family.VENUE_QUANTILES: re.compile(r"^venue-quantiles-[a-z0-9][a-z0-9-]*$"),
+    FamilySpec(
+        value="factor",
+        pattern=r"factor-[A-Za-z0-9][A-Za-z0-9_.-]*",
+        name_rule="factor-<group>",
+        runtime="training_hooks.factor.runtime:FactorRuntime",
+        bentos=("factor",),
+    ),
+    FamilySpec(
+        value="specialist",
+        pattern=rf"specialist-({'|'.join(SPECIALIST_ROLES)})",
+        name_rule=f"specialist-<{'|'.join(SPECIALIST_ROLES)}>",
+        runtime="training_hooks.specialist.runtime:SpecialistRuntime",
+        bentos=("specialists", "regime_blend"),
+    ),
+    FamilySpec(
+        value="regime",
+        pattern=re.escape(REGIME_DETECTOR_NAME),
+        name_rule=REGIME_DETECTOR_NAME,
+        runtime="training_hooks.regime.runtime:RegimeRuntime",
+        bentos=("regime_blend",),
+    ),
+    FamilySpec(
+        value="venue-quantiles",
+        pattern=r"venue-quantiles-[a-z0-9][a-z0-9-]*",
+        name_rule="venue-quantiles-<venue>",
+        runtime="training_hooks.venue_quantiles.runtime:VenueQuantilesRuntime",
+        bentos=("factor",),
+        required=False,
+    ),
+)
+
+Family = StrEnum("Family", {spec.member: spec.value for spec in FAMILIES})  # type: ignore[misc]
+Family.__doc__ = "The model families of :data:`FAMILIES`."
+
+_SPECS: dict[str, FamilySpec] = {spec.value: spec for spec in FAMILIES}
+_PATTERNS: dict[str, re.Pattern[str]] = {
+    spec.value: re.compile(rf"^(?:{spec.pattern})$") for spec in FAMILIES
 }
+
+
+def family_spec(family: Family | str) -> FamilySpec:
+    """The table entry of ``family``."""
+    return _SPECS[Family(family).value]
 
 
 def family_of(name: str) -> Family:
     """The family a registered-model name belongs to, by its naming rule."""
-    # venue-quantiles is checked before anything that could share a prefix.
-    for family in (Family.VENUE_QUANTILES, *(f for f in Family if f is not Family.VENUE_QUANTILES)):
-        if _NAME_PATTERNS[family].match(name):
-            return family
-    raise InvalidModelNameError(
-        f"'{name}' matches no model family; expected chronos-t5-<size>, chronos-bolt-<size>, "
-        "chronos-2, factor-<group>, specialist-<bull|bear|sideways|universal>, "
-        "regime-detector or venue-quantiles-<venue>"
-    )
+    for value, pattern in _PATTERNS.items():
+        if pattern.match(name):
+            return Family(value)
+    rules = ", ".join(spec.name_rule for spec in FAMILIES)
+    raise InvalidModelNameError(f"'{name}' matches no model family; expected one of: {rules}")
 
 
 def check_name(name: str, family: Family) -> None:
     """Raise unless ``name`` follows the naming rule of ``family``."""
-    if not _NAME_PATTERNS[family].match(name):
+    if not _PATTERNS[family.value].match(name):
         raise InvalidModelNameError(
             f"'{name}' is not a valid {family.value} model name "
-            f"(pattern {_NAME_PATTERNS[family].pattern})"
+            f"(expected {family_spec(family).name_rule})"
         )
+
+
+@cache
+def runtime_class(family: Family | str) -> type[FamilyRuntime]:
+    """The runtime class of ``family``, imported on first use (one family never imports
+    another's code)."""
+    module_name, class_name = family_spec(family).runtime.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def specialist_name(role: str) -> str:

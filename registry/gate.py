@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from registry import store
 from registry.errors import TradeserveError
-from registry.families import Family
+from registry.families import Family, runtime_class
 from registry.resolve import ResolvedVersion
 
 if TYPE_CHECKING:
@@ -103,8 +103,6 @@ def check_loaded(loaded: LoadedModel) -> list[str]:
 
 def check_prediction(family: Family, example: Any, output: Any) -> list[str]:
     """Generic and family-specific problems of ``output`` for input ``example``."""
-    from training_hooks.runtime import runtime_class  # families plug in their own checks
-
     frame = _as_frame(output)
     problems = []
     if frame.empty:

@@ -3,7 +3,7 @@
 Layout (files anywhere under the root, grouped by suffix; ``group_key`` = file name minus
 suffix): ``<group>_model.json`` / ``_model.pkl``, ``_factors.txt``, ``_ic.csv``,
 ``_info.pkl``, plus tradeserve's pickle-free ``_info.json`` (a :class:`FactorTrainingInfo`,
-written by :func:`training_hooks.factor.write_artifact_group`; preferred over ``_info.pkl``).
+written by :func:`training_hooks.factor.log.write_artifact_group`; preferred over ``_info.pkl``).
 Each group becomes a version of ``factor-<group_key>``.
 
 Pickles are never read outside the directories the operator trusts
@@ -38,19 +38,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from registry import store
 from registry.errors import TradeserveError
-from registry.settings import Settings
-from training_hooks.factor import (
-    SHA_TAG,
-    FactorTrainingInfo,
-    IcEntry,
-    factor_model_name,
-    log_factor_model,
-)
+from registry.trust import is_trusted, require_trusted
+from training_hooks.factor.log import SHA_TAG, log_factor
+from training_hooks.factor.runtime import factor_model_name
+from training_hooks.factor.schemas import FactorTrainingInfo, IcEntry
 from training_hooks.registration import Lineage, RegisteredVersion
 
 log = logging.getLogger(__name__)
 
-TRUSTED_DIRS_ENV = "TRADESERVE_TRUSTED_PICKLE_DIRS"
 WARNINGS_TAG = "import_warnings"
 SUFFIXES = {
     "model_json": "_model.json",
@@ -63,40 +58,8 @@ SUFFIXES = {
 }
 
 
-class UntrustedPickleError(TradeserveError):
-    """A pickle outside the operator's trusted directories was about to be read."""
-
-
 class ArtifactImportError(TradeserveError):
     """An artifact directory cannot be imported; nothing was registered."""
-
-
-# ── trusted pickle directories ───────────────────────────────────────────────────────
-
-
-def trusted_pickle_dirs() -> list[Path]:
-    """Directories from ``TRADESERVE_TRUSTED_PICKLE_DIRS`` (``os.pathsep``-separated)."""
-    return Settings().trusted_pickle_dirs
-
-
-def is_trusted(path: Path, trusted_dirs: Sequence[Path] | None = None) -> bool:
-    """Whether ``path`` (symlinks resolved) lies inside one of ``trusted_dirs``."""
-    dirs = trusted_pickle_dirs() if trusted_dirs is None else trusted_dirs
-    resolved = Path(path).expanduser().resolve()
-    return any(resolved.is_relative_to(Path(d).expanduser().resolve()) for d in dirs)
-
-
-def require_trusted(path: Path, trusted_dirs: Sequence[Path] | None = None) -> Path:
-    """The resolved ``path`` if it may be unpickled, else :class:`UntrustedPickleError`."""
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
-        raise ArtifactImportError(f"{resolved} does not exist or is not a file")
-    if not is_trusted(resolved, trusted_dirs):
-        raise UntrustedPickleError(
-            f"refusing to unpickle {resolved}: it is not inside a trusted directory; add its "
-            f"directory to {TRUSTED_DIRS_ENV} if you trust whoever wrote it"
-        )
-    return resolved
 
 
 # ── parsing one group ────────────────────────────────────────────────────────────────
@@ -355,7 +318,7 @@ def _register(group: ParsedGroup, root: Path, source: str) -> RegisteredVersion:
     tags = {SHA_TAG: group.sha256}
     if group.warnings:
         tags[WARNINGS_TAG] = "; ".join(group.warnings)
-    return log_factor_model(
+    return log_factor(
         group.name,
         booster,
         factors=group.factors,

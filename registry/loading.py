@@ -16,8 +16,9 @@ import pandas as pd
 from mlflow.models import Model
 
 from registry import store
-from registry.families import Family
+from registry.families import Family, runtime_class
 from registry.resolve import ResolvedVersion
+from registry.runtime import FamilyRuntime
 
 PYFUNC = "python_function"
 MODEL_ARTIFACT = "model"
@@ -28,7 +29,7 @@ class LoadedModel:
     """A version's runtime plus what was logged with it (its files are gone once loaded)."""
 
     resolved: ResolvedVersion
-    runtime: Any  # training_hooks.runtime.FamilyRuntime
+    runtime: FamilyRuntime
     metadata: dict[str, Any] = field(default_factory=dict)
     # The logged input example as read at load time, or why it could not be read.
     example: pd.DataFrame | Exception | None = field(default=None, repr=False)
@@ -66,15 +67,13 @@ def download(resolved: ResolvedVersion, destination: Path) -> Path:
 
 def load_runtime(
     model_dir: Path, family: Family, device: str = "cpu"
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[FamilyRuntime, dict[str, Any]]:
     """The family runtime stored in ``model_dir`` and the model's logged metadata."""
     mlmodel = Model.load(str(model_dir))
     return _runtime(mlmodel, model_dir, family, device), dict(mlmodel.metadata or {})
 
 
-def _runtime(mlmodel: Model, model_dir: Path, family: Family, device: str) -> Any:
-    from training_hooks.runtime import runtime_class
-
+def _runtime(mlmodel: Model, model_dir: Path, family: Family, device: str) -> FamilyRuntime:
     pyfunc_conf = mlmodel.flavors.get(PYFUNC, {})
     config = dict(pyfunc_conf.get("config") or pyfunc_conf.get("model_config") or {})
     runtime_cls = runtime_class(family)

@@ -1,4 +1,9 @@
-"""Shared pytest fixtures: an isolated embedded registry per test."""
+"""Fixtures shared by every area: an isolated embedded registry per test, and (through
+``tests.demo_fixtures``) the demo registry that is filled once per session.
+
+``pytest_plugins`` may only be declared here, in the top-level conftest; the areas' own
+conftests hold the fixtures of their modules.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import pytest
 
 from registry import store
 from registry.settings import Settings, get_settings
+
+pytest_plugins = ["tests.demo_fixtures"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,3 +48,15 @@ def embedded_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     if mlflow.active_run():
         mlflow.end_run()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module: micro models gain nothing from more, and
+    they thrash on a busy host."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

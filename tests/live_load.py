@@ -11,7 +11,7 @@ from typing import Generic, Self, TypeVar
 
 import httpx
 
-from tests.servers import wait_until
+from harness.wait import wait_until
 
 A = TypeVar("A")
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from training_hooks.registration import RegisteredVersion
-from training_hooks.specialists import (
-    PolicyNetwork,
-    SpecialistConfig,
-    SpecialistTraining,
-    log_specialist,
-)
+from training_hooks.specialist.log import log_specialist
+from training_hooks.specialist.runtime import PolicyNetwork, SpecialistConfig
+from training_hooks.specialist.train import SpecialistTraining
 
 
 def log_saved_specialist(

@@ -89,50 +89,51 @@ class DemoStep:
 
 
 def _regime(ctx: DemoContext) -> list[RegisteredVersion]:
-    from training_hooks.regime import train_demo_regime
+    from training_hooks.regime.demo import train_demo_regime
 
     return [train_demo_regime(ctx.market, ctx.workdir)]
 
 
 def _specialists(ctx: DemoContext) -> list[RegisteredVersion]:
-    from training_hooks.specialists import train_demo_specialists
+    from training_hooks.specialist.demo import train_demo_specialists
 
     runtime, regime_version = ctx.promoted_regime()
     return train_demo_specialists(ctx.market, runtime, ctx.workdir, regime_version=regime_version)
 
 
 def _factors(ctx: DemoContext) -> list[RegisteredVersion]:
-    from training_hooks.factor import train_demo_factor_models
+    from training_hooks.factor.demo import train_demo_factor_models
 
     return train_demo_factor_models(ctx.market, ctx.workdir)
 
 
 def _factor_names(ctx: DemoContext) -> list[str]:
-    from training_hooks.factor import DEMO_RETURN_NAME, DEMO_SYMBOLS, factor_model_name
+    from training_hooks.factor.runtime import factor_model_name
+    from training_hooks.factor.train import DEMO_RETURN_NAME, DEMO_SYMBOLS
 
     return [factor_model_name(f"{symbol}_{DEMO_RETURN_NAME}") for symbol in DEMO_SYMBOLS]
 
 
 def _venues(ctx: DemoContext) -> list[RegisteredVersion]:
-    from training_hooks.venue_quantiles import register_demo_venue_quantiles
+    from training_hooks.venue_quantiles.demo import register_demo_venue_quantiles
 
     return [register_demo_venue_quantiles(ctx.market)]
 
 
 def _venue_names(ctx: DemoContext) -> list[str]:
-    from training_hooks.venue_quantiles import DEMO_VENUE
+    from training_hooks.venue_quantiles.demo import DEMO_VENUE
 
     return [f"venue-quantiles-{DEMO_VENUE}"]
 
 
 def _chronos(ctx: DemoContext) -> list[RegisteredVersion]:
-    from training_hooks.chronos import register_demo_chronos
+    from training_hooks.chronos.demo import register_demo_chronos
 
     return register_demo_chronos(ctx.chronos_size, ctx.workdir / "chronos")
 
 
 def _chronos_names(ctx: DemoContext) -> list[str]:
-    from training_hooks.chronos import demo_plan
+    from training_hooks.chronos.demo import demo_plan
 
     return [name for _, _, name in demo_plan(ctx.chronos_size)]
 

@@ -13,7 +13,8 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.model import PythonModelContext as PythonContext
 
-from training_hooks.runtime import FamilyRuntime, runtime_class
+from registry.families import runtime_class
+from registry.runtime import FamilyRuntime
 
 ARTIFACT_KEY = "model"
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")

@@ -24,9 +24,8 @@ from mlflow.models.model import ModelInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry import store
-from registry.families import Family, check_name
+from registry.families import Family, check_name, runtime_class
 from training_hooks.pyfunc import ARTIFACT_KEY, ENTRY_FILE
-from training_hooks.runtime import runtime_class
 
 FAMILY_TAG = "family"
 VALIDATION_TAG = "validation_status"

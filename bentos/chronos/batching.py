@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bentos.chronos.schemas import SeriesForecast, SeriesTask
-from training_hooks.chronos import ChronosRuntime, ForecastBatch, quantile_key
+from training_hooks.chronos.runtime import ChronosRuntime, ForecastBatch, quantile_key
 
 
 @dataclass

@@ -22,40 +22,49 @@ from bentos.chronos.schemas import (
     SeriesTask,
     ServedChronosModel,
 )
+from bentos.chronos.settings import get_chronos_settings
 from bentos.shared.batching import AdaptiveBatcher
+from bentos.shared.declare import tradeserve_service
 from bentos.shared.errors import client_errors
-from bentos.shared.lifecycle import ModelService, finish_service
+from bentos.shared.lifecycle import ModelService
 from bentos.shared.lineage import ModelRef
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet, torch_device
-from bentos.shared.runtime_config import Batching, configured_batching
-from bentos.shared.settings import get_serving_settings
+from bentos.shared.runtime_config import configured_batching
 from registry.errors import TradeserveError
 from registry.families import Family
-from training_hooks.chronos import ChronosRuntime
+from training_hooks.chronos.runtime import ChronosRuntime
 
 SERVICE_NAME = "ChronosForecaster"
-# Generous latency budget: under load a series waits for the batch in flight instead of
-# being shed with 503; configuration.yaml tunes both values per deployment.
-BATCHING = configured_batching(SERVICE_NAME, Batching(max_batch_size=64, max_latency_ms=30_000))
 
 
-@bentoml.service(
+@tradeserve_service(
     name=SERVICE_NAME,
-    resources={"gpu": 1},
-    traffic={"timeout": 60},
+    # One model copy computing two batches at once: on CPU each call gets cores / (workers
+    # x threads) torch intra-op threads (TRADESERVE_TORCH_THREADS overrides), and two
+    # single-threaded calls on half batches out-run one call on two threads (bench/README.md).
+    # On a GPU one call prepares its batch while the other computes. One worker keeps the
+    # whole burst of requests in one queue (two workers split it into small batches).
+    workers=1,
+    threads=2,  # batches computed at once per worker; requests stay async
+    resources={"gpu": 1},  # becomes CUDA_VISIBLE_DEVICES; CPU machines just warn
+    # max_concurrency: requests in flight per pod before 429 (split across workers)
+    traffic={"timeout": 120, "max_concurrency": 512},
+    # Generous latency budget: under load a series waits for the batch in flight instead of
+    # being shed with 503 (/forecast's queue and the batchable /forecast_series alike).
+    batching={"max_batch_size": 64, "max_latency_ms": 30_000},
 )
 class ChronosForecaster(ModelService):
     """Serves every promoted Chronos model of the registry (or of the bento)."""
 
     def __init__(self) -> None:
-        settings = get_serving_settings()
+        settings = get_chronos_settings()
         self.settings = settings
-        self.models = ModelSet(
-            Family.CHRONOS, settings.chronos_models, device=torch_device(SERVICE_NAME)
+        self.models: ModelSet[ChronosRuntime] = ModelSet(
+            Family.CHRONOS, settings.models, device=torch_device(SERVICE_NAME)
         )
         self.models.load()
-        self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
+        self.batcher = AdaptiveBatcher(self.run_tasks, configured_batching(SERVICE_NAME))
         self.serve(self.models)
 
     @property
@@ -115,11 +124,7 @@ class ChronosForecaster(ModelService):
             model=ModelRef(name=name, version=first.version, alias=first.alias),
         )
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=BATCHING.max_batch_size,
-        max_latency_ms=BATCHING.max_latency_ms,
-    )
+    @bentoml.api(batchable=True)  # sized by the service's batching
     def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """Single series from many callers, coalesced by BentoML into shared model calls."""
         return self.run_tasks(tasks)
@@ -190,6 +195,3 @@ def forecast_start(series: SeriesInput, freq: str | None) -> str | None:
             f"cannot combine start '{series.start}' with freq '{freq}': {error}"
         ) from None
     return steps[-1].isoformat()
-
-
-finish_service(ChronosForecaster)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from bentos.shared.lineage import ModelRef
-from training_hooks.factor import FactorPayload
-from training_hooks.venue_quantiles import SymbolThresholds
+from training_hooks.factor.schemas import FactorPayload
+from training_hooks.venue_quantiles.runtime import SymbolThresholds
 
 
 class PredictResponse(BaseModel):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import bentoml
-import numpy as np
 
 from bentos.factor.schemas import (
     FactorModelsResponse,
@@ -19,28 +18,37 @@ from bentos.factor.schemas import (
     ServedFactorModel,
     VenueThresholdsResponse,
 )
+from bentos.factor.settings import get_factor_settings
+from bentos.shared.declare import tradeserve_service
 from bentos.shared.errors import client_errors
-from bentos.shared.lifecycle import ModelService, finish_service
+from bentos.shared.lifecycle import ModelService
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet
-from bentos.shared.settings import get_serving_settings
-from registry.errors import NotPromotedError, TradeserveError
+from registry.errors import NotPromotedError
 from registry.families import Family, venue_quantiles_name
-from training_hooks.factor import FactorRuntime
+from training_hooks.factor.runtime import FactorRuntime
+from training_hooks.venue_quantiles.runtime import VenueQuantilesRuntime
 
 SERVICE_NAME = "FactorModels"
 logger = logging.getLogger("tradeserve.factor")
 
 
-@bentoml.service(name=SERVICE_NAME, traffic={"timeout": 10})
+@tradeserve_service(
+    name=SERVICE_NAME,
+    workers=2,  # CPU-bound trees: scale with processes
+    traffic={"timeout": 10, "max_concurrency": 1024},
+    # One line per ~1 ms request, relayed again by the arbiter, halves throughput; count
+    # requests from /metrics instead.
+    logging={"access": {"enabled": False}},
+)
 class FactorModels(ModelService):
     """Serves every promoted factor model and venue-quantile table."""
 
     def __init__(self) -> None:
-        self.settings = get_serving_settings()
-        self.models = ModelSet(Family.FACTOR, self.settings.factor_models)
+        self.settings = get_factor_settings()
+        self.models: ModelSet[FactorRuntime] = ModelSet(Family.FACTOR, self.settings.models)
         self.models.load()
-        self.venues = ModelSet(Family.VENUE_QUANTILES)
+        self.venues: ModelSet[VenueQuantilesRuntime] = ModelSet(Family.VENUE_QUANTILES)
         try:
             self.venues.load()
         except NotPromotedError:
@@ -58,8 +66,8 @@ class FactorModels(ModelService):
         """Predict ``rows`` (in the model's factor order; null = missing) or ``features``
         (columns keyed by factor name, any order) with one factor model."""
         served = self.models.get(model)
-        runtime: FactorRuntime = served.runtime
-        matrix = self._rows(runtime, rows, features)
+        runtime = served.runtime
+        matrix = runtime.request_matrix(rows, features, self.settings.max_rows_per_request)
         with observe_call(SERVICE_NAME, served.ref, len(matrix)):
             raw = runtime.predict_rows(matrix)
         output = runtime.output_columns(raw)
@@ -104,52 +112,3 @@ class FactorModels(ModelService):
             ],
             venues=[served.ref for served in self.venues.models.values()],
         )
-
-    def _rows(
-        self,
-        runtime: FactorRuntime,
-        rows: list[list[float | None]] | None,
-        features: dict[str, list[float | None]] | None,
-    ) -> np.ndarray:
-        if (rows is None) == (features is None):
-            raise TradeserveError("send exactly one of 'rows' or 'features'")
-        if features is not None:
-            matrix = runtime.align_columns(
-                {name: _floats(values) for name, values in features.items()}
-            )
-        else:
-            width = len(runtime.factors)
-            bad = next((i for i, row in enumerate(rows or []) if len(row) != width), None)
-            if bad is not None:
-                raise TradeserveError(
-                    f"rows[{bad}] has {len(rows[bad])} values; {model_hint(runtime)}"
-                )
-            matrix = np.asarray([_floats(row) for row in rows or []], dtype=np.float32)
-        return self._checked(matrix)
-
-    def _checked(self, rows: np.ndarray) -> np.ndarray:
-        if len(rows) == 0:
-            raise TradeserveError("no rows to predict; send at least one")
-        if len(rows) > self.settings.max_rows_per_request:
-            raise TradeserveError(
-                f"{len(rows)} rows in one request; the limit is "
-                f"{self.settings.max_rows_per_request}"
-            )
-        if np.isinf(rows).any():
-            raise TradeserveError("features contain inf; use null (or NaN) for missing values")
-        return rows
-
-
-def model_hint(runtime: FactorRuntime) -> str:
-    """What a row of this model must look like."""
-    return (
-        f"each row needs {len(runtime.factors)} values in this order: {', '.join(runtime.factors)}"
-    )
-
-
-def _floats(values: list[float | None]) -> list[float]:
-    """JSON nulls become NaN, which XGBoost treats as missing."""
-    return [np.nan if value is None else value for value in values]
-
-
-finish_service(FactorModels)

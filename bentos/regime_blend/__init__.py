@@ -1,6 +1,6 @@
 """RegimeBlend: regime-aware blending of specialist policies into risk-checked decisions.
 
 The decision logic (``blending``, ``sizing``, ``risk``, ``decision``) is plain Python with no
-BentoML import, so the evaluator (``training_hooks.evaluate``) runs exactly the code the
+BentoML import, so the evaluator (``bentos.regime_blend.evaluate``) runs exactly the code the
 service runs.
 """

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from registry.errors import TradeserveError
 from registry.families import SPECIALIST_ROLES
-from training_hooks.regime import REGIME_LABELS
-from training_hooks.specialists import ACTIONS
+from training_hooks.regime.runtime import REGIME_LABELS
+from training_hooks.specialist.runtime import ACTIONS
 
 FALLBACK_ROLE = "universal"
 

@@ -16,7 +16,7 @@ from bentos.regime_blend.portfolio import Portfolio
 from bentos.regime_blend.risk import RiskAssessment, approve_hold, check_trade
 from bentos.regime_blend.settings import BlendSettings, RiskLimits, SizingConfig
 from bentos.regime_blend.sizing import budget_quantity, seed_quantity
-from training_hooks.regime import entropy_nats, normalized_entropy
+from training_hooks.regime.runtime import entropy_nats, normalized_entropy
 
 
 @dataclass(frozen=True)

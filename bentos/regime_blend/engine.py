@@ -29,6 +29,7 @@ from bentos.regime_blend.settings import BlendSettings
 from bentos.shared.model_source import ModelSet, ServedModel
 from registry.errors import TradeserveError
 from registry.families import REGIME_DETECTOR_NAME
+from training_hooks.regime.runtime import RegimeRuntime
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class BlendEngine:
     def __init__(
         self,
         settings: BlendSettings,
-        regime: ModelSet,
+        regime: ModelSet[RegimeRuntime],
         pool: SpecialistPool,
         market: MarketSource,
         portfolio: PortfolioStore,
@@ -63,7 +64,7 @@ class BlendEngine:
         self.portfolio = portfolio
         self.log = log
 
-    def regime(self) -> ServedModel:
+    def regime(self) -> ServedModel[RegimeRuntime]:
         return self.regime_models.get(REGIME_DETECTOR_NAME)
 
     def snapshot(self, request: PredictRequest) -> Snapshot:

@@ -32,7 +32,7 @@ from training_hooks.market_data import (
     normalize_bars,
     normalize_symbol,
 )
-from training_hooks.regime import REGIME_LABELS, REGIME_LOOKBACK, RegimeRuntime
+from training_hooks.regime.runtime import REGIME_LABELS, REGIME_LOOKBACK, RegimeRuntime
 
 _SUFFIXES = (".parquet", ".csv")
 MAX_CACHED_SYMBOLS = 256
@@ -117,7 +117,7 @@ def _snapshot_at(
 class MarketSource:
     """Snapshots from the market-data store (cached) or from bars sent with a request."""
 
-    def __init__(self, root: Path, regime: Callable[[], ServedModel]) -> None:
+    def __init__(self, root: Path, regime: Callable[[], ServedModel[RegimeRuntime]]) -> None:
         self.store = MarketDataStore(root)
         self._regime = regime
         self._series: OrderedDict[tuple, SymbolSeries] = OrderedDict()
@@ -136,7 +136,7 @@ class MarketSource:
         """The cached series of a stored symbol (rebuilt when its file or the detector changes)."""
         return self._series_by(symbol, self._regime())
 
-    def _series_by(self, symbol: str, served: ServedModel) -> SymbolSeries:
+    def _series_by(self, symbol: str, served: ServedModel[RegimeRuntime]) -> SymbolSeries:
         symbol = normalize_symbol(symbol)
         stamp = self._stamp(symbol)
         if stamp is None:
@@ -178,7 +178,7 @@ class MarketSource:
                 MIN_HISTORY, len(bars), f"a decision on {symbol} from the request's bars"
             )
         served = self._regime()
-        runtime: RegimeRuntime = served.runtime
+        runtime = served.runtime
         probabilities = runtime.latest_probabilities(bars, lookback=REGIME_LOOKBACK)
         digest = hashlib.sha256(
             bars.index.asi8.tobytes() + bars.to_numpy(np.float64).tobytes()

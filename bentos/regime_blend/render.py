@@ -30,8 +30,8 @@ from bentos.regime_blend.schemas import (
 )
 from bentos.regime_blend.settings import BlendSettings
 from training_hooks.features import FEATURE_NAMES
-from training_hooks.regime import REGIME_LABELS
-from training_hooks.specialists import ACTIONS
+from training_hooks.regime.runtime import REGIME_LABELS
+from training_hooks.specialist.runtime import ACTIONS
 
 
 def canonical_json(value: Any) -> str:

@@ -21,28 +21,35 @@ from bentos.regime_blend.market import MarketSource
 from bentos.regime_blend.pool import SpecialistPool
 from bentos.regime_blend.portfolio import PortfolioStore
 from bentos.regime_blend.settings import get_blend_settings
-from bentos.shared.lifecycle import ModelService, finish_service
+from bentos.shared.declare import tradeserve_service
+from bentos.shared.lifecycle import ModelService
 from bentos.shared.model_source import ModelSet
-from bentos.shared.settings import get_serving_settings
 from bentos.specialists.service import Specialists
 from registry.families import REGIME_DETECTOR_NAME, Family
+from training_hooks.regime.runtime import RegimeRuntime
 
 SERVICE_NAME = "RegimeBlend"
 logger = logging.getLogger("tradeserve.regime_blend")
 
 
-@bentoml.service(name=SERVICE_NAME, traffic={"timeout": 30})
+@tradeserve_service(
+    name=SERVICE_NAME,
+    workers=2,
+    traffic={"timeout": 30, "max_concurrency": 1024},
+)
 @bentoml.asgi_app(app, path="/")
 class RegimeBlend(ModelService):
     """Blends the promoted specialists by the promoted regime detector's probabilities."""
 
-    # In-process Specialists by default; TRADESERVE_SPECIALISTS_URL points at a separately
-    # deployed one (Kubernetes, compose), called over JSON HTTP with the API key.
-    specialists = bentoml.depends(Specialists, url=get_serving_settings().specialists_url)
+    # In-process Specialists by default; TRADESERVE_BLEND_SPECIALISTS_URL points at a
+    # separately deployed one (Kubernetes, compose), called over JSON HTTP with the API key.
+    specialists = bentoml.depends(Specialists, url=get_blend_settings().specialists_url)
 
     def __init__(self) -> None:
         settings = get_blend_settings()
-        self.regime = ModelSet(Family.REGIME, [REGIME_DETECTOR_NAME], device="cpu")
+        self.regime: ModelSet[RegimeRuntime] = ModelSet(
+            Family.REGIME, [REGIME_DETECTOR_NAME], device="cpu"
+        )
         self.regime.load()
         state = settings.state_path
         market = MarketSource(settings.market_path, lambda: self.regime.get(REGIME_DETECTOR_NAME))
@@ -65,6 +72,3 @@ class RegimeBlend(ModelService):
     @bentoml.on_shutdown
     def close(self) -> None:
         self.engine.close()
-
-
-finish_service(RegimeBlend)

@@ -1,5 +1,8 @@
 """Typed settings of RegimeBlend (environment prefix ``TRADESERVE_BLEND_``, nested keys with
-``__``, e.g. ``TRADESERVE_BLEND_RISK__MAX_LEVERAGE=2``)."""
+``__``, e.g. ``TRADESERVE_BLEND_RISK__MAX_LEVERAGE=2``).
+
+``specialists_url`` also answers to its former name, ``TRADESERVE_SPECIALISTS_URL``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bentos.regime_blend.blending import WeightMapping
@@ -72,7 +75,19 @@ class BlendSettings(BaseSettings):
     """Everything about RegimeBlend that BentoML's configuration does not cover."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRADESERVE_BLEND_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="TRADESERVE_BLEND_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    specialists_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TRADESERVE_BLEND_SPECIALISTS_URL", "TRADESERVE_SPECIALISTS_URL"
+        ),
+        description="URL of a separately deployed Specialists service that the composite "
+        "calls (e.g. http://tradeserve-specialists:3000); unset: it runs its own in-process.",
     )
 
     default_mode: BlendMode = Field(
@@ -83,9 +98,16 @@ class BlendSettings(BaseSettings):
         description="'body': a rejected trade is answered 200 with risk_validation.approved = "
         "false; 'reject': the seed's 403 + X-Risk-Warnings (request field risk_mode overrides)",
     )
-    weights: WeightMapping = Field(default_factory=WeightMapping)
-    sizing: SizingConfig = Field(default_factory=SizingConfig)
-    risk: RiskLimits = Field(default_factory=RiskLimits)
+    weights: WeightMapping = Field(
+        default_factory=WeightMapping,
+        description="how regime probabilities become specialist weights (WeightMapping)",
+    )
+    sizing: SizingConfig = Field(
+        default_factory=SizingConfig, description="how a BUY/SELL becomes a share count"
+    )
+    risk: RiskLimits = Field(
+        default_factory=RiskLimits, description="portfolio limits every BUY/SELL is checked against"
+    )
     initial_capital: float = Field(
         default=1_000_000.0, gt=0, description="cash of a fresh service portfolio"
     )

@@ -9,9 +9,9 @@ write to closing transport"). :class:`AdaptiveBatcher` queues the validated work
 in-process instead.
 
 Dispatch policy: up to ``concurrent_calls`` batches are in flight per worker (the
-service's ``threads`` in configuration.yaml). When a call slot is free, the queue is sent
-once it holds ``max_batch_size`` items, or no new item arrived for ``batch_gap_ms`` (the
-burst is complete), or its oldest item has waited ``batch_linger_ms`` (both settings); a
+service's ``threads``). When a call slot is free, the queue is sent once it holds
+``max_batch_size`` items, or no new item arrived for ``batch_gap_ms`` (the burst is
+complete), or its oldest item has waited ``batch_linger_ms`` (both settings); a
 slot takes the queue's share of the free slots, so a burst that finds two slots free runs
 as two half batches side by side. On a CPU, two single-threaded calls of half the batch
 out-run one call of the whole batch on two threads (torch's intra-op parallelism leaves
@@ -182,5 +182,5 @@ class AdaptiveBatcher(Generic[T, R]):
     def _overloaded(self) -> OverloadedError:
         return OverloadedError(
             f"the model queue cannot answer within {self.max_latency_ms} ms; retry later or "
-            "raise batching.max_latency_ms in configuration.yaml"
+            "raise the service's batching.max_latency_ms (BENTOML_CONFIG: services.<Name>.batching)"
         )

@@ -1,32 +1,29 @@
 """What every tradeserve service does around its models, written once.
 
-A service class derives from :class:`ModelService`, loads its :class:`ModelSet` objects in
-``__init__`` and hands them to :meth:`ModelService.serve`; the module then calls
-:func:`finish_service` on the decorated class. That gives it ``/readyz`` (true once every
-required set is loaded), live promotion (started by ``serve``, stopped at shutdown), the
-``/admin`` routes over its sets, the request size limit and optional API-key auth, and keeps
-the objects of start-up out of the garbage collector's full passes.
+A service class derives from :class:`ModelService`, is declared with
+``bentos.shared.declare.tradeserve_service``, loads its :class:`ModelSet` objects in
+``__init__`` and hands them to :meth:`ModelService.serve`. That gives it ``/readyz`` (true
+once every required set is loaded), live promotion (started by ``serve``, stopped at
+shutdown) and keeps the objects of start-up out of the garbage collector's full passes; the
+declaration adds the ``/admin`` routes over its sets, the request size limit and optional
+API-key auth.
 """
 
 from __future__ import annotations
 
 import gc
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import bentoml
 
-from bentos.shared.admin import mount_admin
 from bentos.shared.live import LiveUpdater, start_live_updates
 from bentos.shared.model_source import ModelSet
-from bentos.shared.protection import protect
-
-S = TypeVar("S")
 
 
 class ModelService:
     """Base of tradeserve services: served model sets, readiness and live promotion."""
 
-    service_name: ClassVar[str]  # the BentoML service name, set by finish_service
+    service_name: ClassVar[str]  # the BentoML service name, set by tradeserve_service
     live: LiveUpdater | None = None
 
     def serve(self, *required: ModelSet, optional: tuple[ModelSet, ...] = ()) -> None:
@@ -52,12 +49,3 @@ class ModelService:
     def stop_live_updates(self) -> None:
         if self.live is not None:
             self.live.stop()
-
-
-def finish_service(service: S) -> S:
-    """Add the shared protections and the ``/admin`` routes to a decorated service."""
-    name: str = service.name  # type: ignore[attr-defined]
-    service.inner.service_name = name  # type: ignore[attr-defined]
-    protect(service)
-    mount_admin(service, name)
-    return service

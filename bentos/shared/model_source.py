@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bentos.shared.lineage import ModelRef
 from bentos.shared.runtime_config import configured_threads, configured_workers
@@ -25,9 +25,11 @@ from registry.errors import ModelNotFoundError, NotPromotedError
 from registry.families import Family
 from registry.loading import load_runtime, load_version
 from registry.resolve import resolve
+from registry.runtime import FamilyRuntime
 from registry.settings import get_settings
 
 logger = logging.getLogger("tradeserve.serving")
+R = TypeVar("R", bound=FamilyRuntime)
 
 # Labels `tradeserve build` puts on models it imports into the BentoML store.
 LABEL_FAMILY = "family"
@@ -38,12 +40,12 @@ MLFLOW_MODEL_DIR = "mlflow_model"
 
 
 @dataclass(frozen=True)
-class ServedModel:
+class ServedModel(Generic[R]):
     """One loaded version and where it came from."""
 
     ref: ModelRef
     family: Family
-    runtime: Any
+    runtime: R
     metadata: dict[str, Any] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -115,14 +117,14 @@ def source_kind(settings: ServingSettings | None = None) -> str:
     return "bento" if running_from_bento() else "registry"
 
 
-class ModelSet:
-    """The models of one family that a service serves."""
+class ModelSet(Generic[R]):
+    """The models of one family that a service serves (``ModelSet[FactorRuntime]``)."""
 
     def __init__(self, family: Family, names: Iterable[str] | None = None, device: str = "cpu"):
         self.family = family
         self.requested = list(names) if names else None
         self.device = device
-        self._models: dict[str, ServedModel] = {}
+        self._models: dict[str, ServedModel[R]] = {}
         self._lock = threading.Lock()
 
     def load(self, kind: str | None = None) -> None:
@@ -150,7 +152,7 @@ class ModelSet:
                 self.device,
             )
 
-    def get(self, name: str) -> ServedModel:
+    def get(self, name: str) -> ServedModel[R]:
         """The served model ``name``; 404-class error naming the served ones otherwise."""
         models = self._models
         if name not in models:
@@ -160,13 +162,13 @@ class ModelSet:
             )
         return models[name]
 
-    def replace(self, served: ServedModel) -> None:
+    def replace(self, served: ServedModel[R]) -> None:
         """Swap one model in atomically (the dict is replaced, never mutated)."""
         with self._lock:
             self._models = {**self._models, served.ref.name: served}
 
     @property
-    def models(self) -> dict[str, ServedModel]:
+    def models(self) -> dict[str, ServedModel[R]]:
         return self._models
 
     @property
@@ -182,7 +184,7 @@ class ModelSet:
             if summary.family == self.family.value and summary.version is not None
         ]
 
-    def _load_from_registry(self) -> list[ServedModel]:
+    def _load_from_registry(self) -> list[ServedModel[R]]:
         served = []
         for name in self._names_from_registry():
             resolved = resolve(name)
@@ -197,7 +199,7 @@ class ModelSet:
             )
         return served
 
-    def _load_from_bento(self) -> list[ServedModel]:
+    def _load_from_bento(self) -> list[ServedModel[R]]:
         import bentoml
 
         served = []

@@ -1,4 +1,8 @@
-"""Typed settings of the BentoML services (environment prefix ``TRADESERVE_``)."""
+"""Typed settings shared by the BentoML services (environment prefix ``TRADESERVE_``).
+
+Settings of one service live next to it (``bentos/<service>/settings.py``, prefix
+``TRADESERVE_<SERVICE>_``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServingSettings(BaseSettings):
-    """Runtime knobs of the tradeserve services that BentoML's own config does not cover."""
+    """Knobs of every tradeserve service that BentoML's own configuration does not cover."""
 
     model_config = SettingsConfigDict(env_prefix="TRADESERVE_", extra="ignore")
 
@@ -56,20 +60,6 @@ class ServingSettings(BaseSettings):
     )
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, description="Larger request bodies get 413."
-    )
-    max_series_per_request: int = Field(default=1000, description="Forecast request limit.")
-    max_series_length: int = Field(default=100_000, description="Longest accepted series.")
-    max_rows_per_request: int = Field(default=10_000, description="Factor request row limit.")
-    chronos_models: list[str] | None = Field(
-        default=None, description="Chronos models to serve (default: every promoted one)."
-    )
-    factor_models: list[str] | None = Field(
-        default=None, description="Factor models to serve (default: every promoted one)."
-    )
-    specialists_url: str | None = Field(
-        default=None,
-        description="URL of a separately deployed Specialists service that the composite "
-        "calls (e.g. http://tradeserve-specialists:3000); unset: it runs its own in-process.",
     )
 
 

@@ -13,11 +13,12 @@ import bentoml
 import numpy as np
 
 from bentos.shared.batching import AdaptiveBatcher
+from bentos.shared.declare import tradeserve_service
 from bentos.shared.errors import client_errors
-from bentos.shared.lifecycle import ModelService, finish_service
+from bentos.shared.lifecycle import ModelService
 from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet, ServedModel, torch_device
-from bentos.shared.runtime_config import Batching, configured_batching
+from bentos.shared.runtime_config import configured_batching
 from bentos.specialists.schemas import (
     ActResponse,
     ObservationResult,
@@ -26,28 +27,44 @@ from bentos.specialists.schemas import (
     SpecialistActions,
     SpecialistsResponse,
 )
+from bentos.specialists.settings import get_specialists_settings
 from registry.errors import TradeserveError
 from registry.families import SPECIALIST_ROLES, Family, specialist_name
-from training_hooks.specialists import ACTIONS
+from training_hooks.specialist.runtime import ACTIONS, SpecialistRuntime
 
 SERVICE_NAME = "Specialists"
-BATCHING = configured_batching(SERVICE_NAME, Batching(max_batch_size=256, max_latency_ms=2_000))
-MAX_OBSERVATIONS = 4096
 
 
-@bentoml.service(name=SERVICE_NAME, resources={"gpu": 1}, traffic={"timeout": 30})
+@tradeserve_service(
+    name=SERVICE_NAME,
+    workers=1,
+    resources={"gpu": 1},  # becomes CUDA_VISIBLE_DEVICES; CPU machines just warn
+    traffic={"timeout": 30},
+    # Connections of callers (RegimeBlend) to this service. BentoML's client replaces its
+    # aiohttp session every 100 requests / 300 s and closes the old one under requests still
+    # in flight ("Server disconnected" -> 503 under load); keep one session per worker.
+    runner_connection={"max_requests": 1_000_000_000, "max_age": 31_536_000.0},
+    # Internal hop of RegimeBlend: its requests are logged there (and in its decision log);
+    # an access line costs ~0.7 ms of CPU per call.
+    logging={"access": {"enabled": False}},
+    # max_latency_ms: above this predicted queue wait the dispatcher sheds requests (500/503
+    # "process is overloaded"). RegimeBlend's callers prefer a slower answer to an error:
+    # queue up to 10 s (RegimeBlend's own traffic timeout, 30 s, still bounds a request).
+    batching={"max_batch_size": 256, "max_latency_ms": 10_000},
+)
 class Specialists(ModelService):
     """Serves the promoted bull, bear, sideways and universal specialists."""
 
     def __init__(self) -> None:
-        self.models = ModelSet(
+        self.settings = get_specialists_settings()
+        self.models: ModelSet[SpecialistRuntime] = ModelSet(
             Family.SPECIALIST, device=torch_device(SERVICE_NAME, tiny_models=True)
         )
         self.models.load()
-        self.batcher = AdaptiveBatcher(self.run_tasks, BATCHING)
+        self.batcher = AdaptiveBatcher(self.run_tasks, configured_batching(SERVICE_NAME))
         self.serve(self.models)
 
-    def served(self, role: str) -> ServedModel:
+    def served(self, role: str) -> ServedModel[SpecialistRuntime]:
         return self.models.get(specialist_name(role))
 
     @bentoml.api(route="/act")
@@ -78,11 +95,7 @@ class Specialists(ModelService):
             )
         return ActResponse(action_order=list(ACTIONS), results=results)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=BATCHING.max_batch_size,
-        max_latency_ms=BATCHING.max_latency_ms,
-    )
+    @bentoml.api(batchable=True)  # sized by the service's batching
     def act_batch(self, tasks: list[ObservationTask]) -> list[ObservationResult]:
         """Single observations from many callers (the composite), coalesced by BentoML."""
         return self.run_tasks(tasks)
@@ -112,13 +125,7 @@ class Specialists(ModelService):
     def _task_problem(self, task: ObservationTask) -> str | None:
         if not self._serves(task.specialist):
             return f"the {task.specialist} specialist is not served"
-        width = len(self.served(task.specialist).runtime.feature_names)
-        if len(task.observation) != width:
-            return (
-                f"the {task.specialist} specialist expects {width} features, "
-                f"got {len(task.observation)}"
-            )
-        return None
+        return self.served(task.specialist).runtime.width_problem(task.observation)
 
     @bentoml.api(route="/models")
     def served_models(self) -> SpecialistsResponse:
@@ -143,30 +150,13 @@ class Specialists(ModelService):
     def _validate(self, observations: list[list[float]], roles: list[str]) -> None:
         if not observations:
             raise TradeserveError("no observations; send at least one feature row")
-        if len(observations) * max(len(roles), 1) > MAX_OBSERVATIONS:
+        limit = self.settings.max_observations
+        if len(observations) * max(len(roles), 1) > limit:
             raise TradeserveError(
                 f"{len(observations)} observations x {len(roles)} specialists exceeds the "
-                f"limit of {MAX_OBSERVATIONS} per request"
+                f"limit of {limit} per request"
             )
         if not roles:
             raise TradeserveError("no specialist requested")
         for role in roles:
-            runtime = self.served(role).runtime
-            width = len(runtime.feature_names)
-            for index, row in enumerate(observations):
-                if len(row) != width:
-                    raise TradeserveError(
-                        f"observations[{index}] has {len(row)} values; the {role} specialist "
-                        f"expects {width}: {', '.join(runtime.feature_names)}"
-                    )
-        if not np.isfinite(np.asarray(observations, dtype=np.float64)).all():
-            raise TradeserveError("observations contain NaN or inf")
-
-
-finish_service(Specialists)
-# BentoML 1.4 picks the media type of a root-model output (``list[ObservationResult]``) by
-# generating its JSON schema on every response (_bentoml_sdk/io_models.py,
-# IOMixin.mime_type): ~2-4 ms of CPU per act_batch call, about half of what this service
-# spent per composite decision. The answer is always JSON; pin it here, so that it holds
-# wherever Specialists runs (in the composite's bento or deployed on its own).
-Specialists.apis["act_batch"].output_spec.media_type = "application/json"
+            self.served(role).runtime.check_observations(observations)

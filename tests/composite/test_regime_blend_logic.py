@@ -1,0 +1,395 @@
+"""RegimeBlend's decision logic: weights, blending, sizing, risk, portfolio and decision log."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bentos.regime_blend.blending import (
+    NoSpecialistError,
+    UnknownOverrideError,
+    WeightMapping,
+    blend,
+    plan_roles,
+)
+from bentos.regime_blend.compat import parse_override, seed_name
+from bentos.regime_blend.decision import DecisionPolicy, decide
+from bentos.regime_blend.decision_log import DecisionLog, DecisionRecord
+from bentos.regime_blend.portfolio import Fill, Portfolio, PortfolioStore, Position
+from bentos.regime_blend.risk import check_trade
+from bentos.regime_blend.settings import BlendSettings, RiskLimits
+from bentos.regime_blend.sizing import budget_quantity, seed_quantity
+from harness.bento import REPO_ROOT
+
+ALL_ROLES = {"bull", "bear", "sideways", "universal"}
+ACTIONS = ("HOLD", "BUY", "SELL")
+LIMITS = RiskLimits()
+
+
+def policy(**settings: object) -> DecisionPolicy:
+    return DecisionPolicy.from_settings(BlendSettings(**settings))
+
+
+def sector_of(symbol: str, explicit: str | None = None) -> str:
+    return explicit or {"SPX": "index", "NASDAQ": "index"}.get(symbol, "other")
+
+
+# --------------------------------------------------------------------------- seed reference
+
+
+def seed_decision(regime: dict[str, float], probs: dict[str, list[float]]) -> dict:
+    """The seed's algorithm, written from its formulas (ultrathink inference_api.py)."""
+    entropy = -sum(p * math.log(p) for p in regime.values() if p > 0)
+    weights = {f"{k}_specialist": (regime[k] + 0.1) / 1.3 for k in ("bull", "bear", "sideways")}
+    chosen = max(weights.items(), key=lambda item: item[1])[0]
+    pi = probs[chosen.removesuffix("_specialist")]
+    action_index = max(range(3), key=lambda a: pi[a])
+    action, confidence = ACTIONS[action_index], pi[action_index]
+    quantity = 0 if action == "HOLD" else max(1, int(100 * confidence * (1 - entropy)))
+    return {
+        "weights": weights,
+        "model": chosen,
+        "action": action,
+        "confidence": confidence,
+        "quantity": quantity,
+    }
+
+
+def random_case(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    regime = rng.dirichlet(np.ones(3) * rng.choice([0.3, 1.0, 5.0]))
+    probs = {role: rng.dirichlet(np.ones(3)) for role in ALL_ROLES}
+    return regime, probs
+
+
+def test_default_weights_are_the_seed_formula() -> None:
+    rng = np.random.default_rng(0)
+    mapping = WeightMapping()
+    for _ in range(200):
+        p = rng.dirichlet(np.ones(3))
+        np.testing.assert_allclose(mapping.weights(p), (p + 0.1) / 1.3, rtol=0, atol=1e-15)
+        assert math.isclose(mapping.weights(p).sum(), 1.0)
+
+
+def test_argmax_mode_reproduces_the_seed_algorithm() -> None:
+    rng = np.random.default_rng(1)
+    rules = policy()
+    plan = plan_roles(rules.mapping, ALL_ROLES)
+    book = Portfolio(cash=1e6)
+    for _ in range(500):
+        regime, probs = random_case(rng)
+        expected = seed_decision(
+            dict(zip(("bull", "bear", "sideways"), regime.tolist(), strict=True)),
+            {role: p.tolist() for role, p in probs.items()},
+        )
+        got = decide(
+            regime, probs, plan, mode="argmax", policy=rules, symbol="SPX", price=2000.0,
+            portfolio=book, risk_check=False,
+        )  # fmt: skip
+        assert got.action == expected["action"]
+        assert got.confidence == pytest.approx(expected["confidence"], abs=1e-12)
+        assert got.quantity == expected["quantity"]
+        assert seed_name(got.blend.chosen_role or "") == expected["model"]
+        weights = dict(zip(map(seed_name, rules.mapping.roles), got.weights, strict=True))
+        assert weights == pytest.approx(expected["weights"], abs=1e-12)
+
+
+def test_mixture_blends_every_specialist_by_weight() -> None:
+    rules = policy()
+    plan = plan_roles(rules.mapping, ALL_ROLES)
+    # bull is most likely, but bull is torn between BUY and HOLD while the others sell
+    regime = np.array([0.5, 0.25, 0.25])
+    probs = {
+        "bull": np.array([0.30, 0.40, 0.30]),
+        "bear": np.array([0.05, 0.05, 0.90]),
+        "sideways": np.array([0.10, 0.10, 0.80]),
+        "universal": np.array([1 / 3, 1 / 3, 1 / 3]),
+    }
+    book = Portfolio(cash=1e6)
+    argmax = decide(
+        regime, probs, plan, mode="argmax", policy=rules, symbol="SPX", price=2000.0,
+        portfolio=book, risk_check=False,
+    )  # fmt: skip
+    mixture = decide(
+        regime, probs, plan, mode="mixture", policy=rules, symbol="SPX", price=2000.0,
+        portfolio=book, risk_check=False,
+    )  # fmt: skip
+    weights = (regime + 0.1) / 1.3
+    expected = sum(w * probs[r] for w, r in zip(weights, ("bull", "bear", "sideways"), strict=True))
+    assert argmax.action == "BUY" and argmax.blend.chosen_role == "bull"
+    assert mixture.action == "SELL"
+    np.testing.assert_allclose(mixture.blend.distribution, expected, atol=1e-12)
+    assert mixture.confidence == pytest.approx(expected[2])
+
+
+def test_seed_quantity_keeps_the_entropy_in_nats_bug() -> None:
+    assert seed_quantity("HOLD", 0.9, 0.1) == 0
+    assert seed_quantity("BUY", 0.8, 0.5) == 40
+    assert seed_quantity("SELL", 0.8, 1.05) == 1  # 1 - H < 0 clamps to one share
+    assert seed_quantity("BUY", 0.99, math.log(3)) == 1
+
+
+def test_mixture_sizing_uses_normalized_entropy_price_and_budget() -> None:
+    # 10 % of 1e6 at full confidence and certainty buys 500 shares at 200
+    assert budget_quantity("BUY", 1.0, 0.0, 200.0, 1e6, 0.10) == 500
+    assert budget_quantity("SELL", 0.5, 0.5, 200.0, 1e6, 0.10) == 125
+    assert budget_quantity("BUY", 0.6, 0.3, 2000.0, 1e6, 0.10) == 21  # floor(42000 / 2000)
+    assert budget_quantity("BUY", 0.9, 1.0, 200.0, 1e6, 0.10) == 1  # no certainty: minimum
+    assert budget_quantity("HOLD", 0.9, 0.0, 200.0, 1e6, 0.10) == 0
+    # the same regime uncertainty that clamps the seed to 1 share still sizes in mixture
+    probs = np.array([0.5, 0.3, 0.2])
+    entropy = float(-(probs * np.log(probs)).sum())
+    assert entropy > 1.0
+    assert budget_quantity("BUY", 0.7, entropy / math.log(3), 100.0, 1e6, 0.10) > 1
+
+
+def test_missing_specialists_fall_back_to_universal() -> None:
+    mapping = WeightMapping()
+    plan = plan_roles(mapping, {"bull", "sideways", "universal"})
+    assert plan.used == {"bull": "bull", "bear": "universal", "sideways": "sideways"}
+    assert plan.fallbacks == {"bear": "universal"}
+    assert plan.needed == ("bull", "universal", "sideways")
+    only_bull = plan_roles(mapping, {"bull"})
+    assert only_bull.fallbacks == {"bear": "bull", "sideways": "bull"}
+    with pytest.raises(NoSpecialistError):
+        plan_roles(mapping, set())
+    with pytest.raises(UnknownOverrideError, match="Strategy override 'bear' not available"):
+        plan_roles(mapping, {"bull", "universal"}, override="bear")
+    # argmax picks bear by weight; universal answers for it
+    probs = {
+        "bull": np.array([1.0, 0, 0]),
+        "sideways": np.array([1.0, 0, 0]),
+        "universal": np.array([0, 0, 1.0]),
+    }
+    chosen = blend("argmax", mapping.weights(np.array([0.1, 0.8, 0.1])), probs, plan, mapping.roles)
+    assert (chosen.action, chosen.chosen_role) == ("SELL", "bear")
+
+
+def test_override_names_of_the_seed_and_plain_roles() -> None:
+    for text in ("bull", "bull_specialist", "BULL_SPECIALIST", "specialist-bull"):
+        assert parse_override(text) == "bull"
+    assert parse_override("universal") == "universal"
+    assert parse_override("crab_specialist") is None
+    rules = policy()
+    plan = plan_roles(rules.mapping, ALL_ROLES, override="bear")
+    probs = {role: np.array([0.2, 0.7, 0.1]) for role in ALL_ROLES}
+    probs["bear"] = np.array([0.1, 0.2, 0.7])
+    got = decide(
+        np.array([0.9, 0.05, 0.05]), probs, plan, mode="mixture", policy=rules, symbol="SPX",
+        price=100.0, portfolio=Portfolio(cash=1e6), risk_check=False,
+    )  # fmt: skip
+    assert (got.action, got.confidence, got.blend.chosen_role) == ("SELL", 0.7, "bear")
+
+
+def test_weight_mapping_is_configurable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "TRADESERVE_BLEND_WEIGHTS",
+        '{"coefficients": {"bull": {"bull": 1}, "universal": {"bear": 1, "sideways": 1}},'
+        ' "floor": 0}',
+    )
+    monkeypatch.setenv("TRADESERVE_BLEND_RISK__MAX_POSITION_FRACTION", "0.1")
+    settings = BlendSettings()
+    assert settings.weights.roles == ("bull", "universal")
+    np.testing.assert_allclose(settings.weights.weights(np.array([0.6, 0.3, 0.1])), [0.6, 0.4])
+    assert settings.risk.max_position_fraction == 0.1
+    with pytest.raises(ValueError, match="unknown specialist"):
+        WeightMapping(coefficients={"crab": {"bull": 1.0}})
+    with pytest.raises(ValueError, match="unknown regime"):
+        WeightMapping(coefficients={"bull": {"boom": 1.0}})
+
+
+# --------------------------------------------------------------------------- risk
+
+
+def test_position_limit_rejects_and_allows_what_fits() -> None:
+    book = Portfolio(cash=800_000, positions={"SPX": Position(quantity=100, price=2000)})
+    # equity 1e6; 100 more shares -> 400k = 40 % > 25 %
+    result = check_trade(book, "SPX", +1, 100, 2000.0, "index", LIMITS, sector_of)
+    assert not result.approved
+    assert result.checks["position_limit"] == "fail"
+    assert result.rejections[0].proposed == pytest.approx(0.40)
+    # 95 % of the 25 % limit = 237.5k = 118.75 shares -> 18 more
+    assert result.allowed_quantity == 18
+    assert check_trade(book, "SPX", +1, 18, 2000.0, "index", LIMITS, sector_of).approved
+    # selling reduces the position and is always allowed
+    assert check_trade(book, "SPX", -1, 100, 2000.0, "index", LIMITS, sector_of).approved
+
+
+def test_short_positions_count_against_equity() -> None:
+    book = Portfolio(cash=1_200_000, positions={"SPX": Position(quantity=-100, price=2000)})
+    assert book.equity() == pytest.approx(1_000_000)  # the seed counted +200k here
+    result = check_trade(book, "SPX", -1, 50, 2000.0, "index", LIMITS, sector_of)
+    assert not result.approved and result.checks["position_limit"] == "fail"
+    assert result.allowed_quantity == 18  # short to -118 shares
+    assert check_trade(book, "SPX", +1, 150, 2000.0, "index", LIMITS, sector_of).approved
+
+
+def test_sector_concentration_and_leverage_limits() -> None:
+    book = Portfolio(
+        cash=470_000,
+        positions={
+            "NASDAQ": Position(quantity=45, price=6000),  # 270k, sector index
+            "GOLD": Position(quantity=1000, price=260),  # 260k, sector other
+        },
+    )
+    # equity 1e6; 100 SPX at 2000 = 200k: sector index 47 % passes with a warning
+    ok = check_trade(book, "SPX", +1, 100, 2000.0, "index", LIMITS, sector_of)
+    assert ok.approved and ok.checks["concentration"] == "warning"
+    # 120 SPX: 240k (24 %, within the position limit) + 270k = 51 % of equity in one sector
+    bad = check_trade(book, "SPX", +1, 120, 2000.0, "index", LIMITS, sector_of)
+    assert not bad.approved and bad.checks["concentration"] == "fail"
+    assert bad.checks["position_limit"] != "fail"
+    assert bad.allowed_quantity == 102  # (0.95 · 0.5 · 1e6 − 270k) / 2000
+    levered = Portfolio(
+        cash=-400_000,
+        positions={
+            "A": Position(quantity=1000, price=240, sector="a"),
+            "B": Position(quantity=1000, price=240, sector="b"),
+            "C": Position(quantity=1000, price=240, sector="c"),
+            "D": Position(quantity=1000, price=240, sector="d"),
+            "E": Position(quantity=1000, price=240, sector="e"),
+        },
+    )
+    # equity 800k, gross 1.2M = 1.5x; any new position breaks the leverage limit
+    result = check_trade(levered, "F", +1, 10, 100.0, "f", LIMITS, sector_of)
+    assert not result.approved and result.checks["leverage"] == "fail"
+    assert result.allowed_quantity == 0
+    assert any("insufficient cash" in warning for warning in result.warnings)
+
+
+def test_daily_loss_limit_blocks_new_risk_only() -> None:
+    book = Portfolio(
+        cash=780_000, positions={"SPX": Position(quantity=100, price=2000)}, day_start_equity=1e6
+    )  # equity 980k: a 2 % loss is not more than 2 %
+    assert check_trade(book, "SPX", +1, 1, 2000.0, "index", LIMITS, sector_of).approved
+    losing = book.model_copy(update={"cash": 770_000})  # 3 % down
+    buy = check_trade(losing, "SPX", +1, 1, 2000.0, "index", LIMITS, sector_of)
+    assert not buy.approved and buy.checks["daily_loss_limit"] == "fail"
+    assert buy.allowed_quantity == 0
+    sell = check_trade(losing, "SPX", -1, 50, 2000.0, "index", LIMITS, sector_of)
+    assert sell.approved and sell.checks["daily_loss_limit"] == "warning"
+
+
+def test_hold_is_never_checked_or_sized() -> None:
+    rules = policy()
+    plan = plan_roles(rules.mapping, ALL_ROLES)
+    probs = {role: np.array([0.8, 0.1, 0.1]) for role in ALL_ROLES}
+    broke = Portfolio(cash=-1e6, positions={"SPX": Position(quantity=10_000, price=2000)})
+    got = decide(
+        np.array([0.2, 0.3, 0.5]), probs, plan, mode="mixture", policy=rules, symbol="SPX",
+        price=2000.0, portfolio=broke,
+    )  # fmt: skip
+    assert got.action == "HOLD" and got.quantity == 0
+    assert got.risk is not None and got.risk.approved
+
+
+# --------------------------------------------------------------------------- state
+
+
+def test_portfolio_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "portfolio.db"
+    store = PortfolioStore(path, initial_capital=1e6)
+    assert store.load() == Portfolio(cash=1e6, day_start_equity=1e6)
+    store.apply(Fill(symbol="spx", side="BUY", quantity=10, price=2000.0))
+    store.apply(Fill(symbol="SPX", side="SELL", quantity=4, price=2100.0, sector="index"))
+    reopened = PortfolioStore(path, initial_capital=5.0).load()
+    assert reopened.positions["SPX"].quantity == 6
+    assert reopened.positions["SPX"].price == 2100.0
+    assert reopened.cash == pytest.approx(1e6 - 20_000 + 8_400)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def record(i: int) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=f"d-{i}",
+        created_at="2026-01-01T00:00:00+00:00",
+        symbol="SPX",
+        action="BUY",
+        approved=i % 2 == 0,
+        inputs_digest=f"{i:064x}",
+        inputs={"i": i},
+        outputs={"decision_id": f"d-{i}"},
+        models=[{"name": "regime-detector", "version": "1"}],
+    )
+
+
+def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+
+    async def append_all() -> None:
+        await asyncio.gather(*(log.append(record(i)) for i in range(300)))
+
+    asyncio.run(append_all())
+    log.close()
+    again = DecisionLog(tmp_path, writer="another-worker")  # reads every writer's file
+    try:
+        assert again.get("d-7") == record(7)
+        assert again.get("missing") is None
+        assert [p.name for p in again.files()] == [
+            "decisions-another-worker.db",
+            "decisions-main.db",
+        ]
+        with sqlite3.connect(tmp_path / "decisions-main.db") as db:
+            assert db.execute("SELECT count(*) FROM decisions").fetchone()[0] == 300
+    finally:
+        again.close()
+
+
+def test_acknowledged_decisions_survive_a_killed_process(tmp_path: Path) -> None:
+    """Append, then die without any cleanup (os._exit): every acknowledged record is there."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, os, sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from tests.composite.test_regime_blend_logic import record
+        from bentos.regime_blend.decision_log import DecisionLog
+        log = DecisionLog({str(tmp_path)!r})
+        async def main():
+            await asyncio.gather(*(log.append(record(i)) for i in range(50)))
+        asyncio.run(main())
+        print("acknowledged", flush=True)
+        os._exit(9)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 9 and "acknowledged" in done.stdout, done.stderr
+    log = DecisionLog(tmp_path, writer="after-restart")
+    try:
+        assert all(log.get(f"d-{i}") == record(i) for i in range(50))
+    finally:
+        log.close()
+
+
+def test_a_cancelled_request_does_not_stop_the_log(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path)
+
+    async def cancel_one_then_append(k: int) -> None:
+        waiting = asyncio.ensure_future(log.append(record(100 + k)))
+        await asyncio.sleep(0)
+        waiting.cancel()  # e.g. the request timed out while its record was queued
+        await asyncio.gather(waiting, return_exceptions=True)
+        await log.append(record(200 + k))
+
+    try:
+        for k in range(20):
+            asyncio.run(cancel_one_then_append(k))
+        assert all(log.get(f"d-{200 + k}") == record(200 + k) for k in range(20))
+    finally:
+        log.close()
+
+
+def test_root_bentofile_serves_the_composite() -> None:
+    composite = (REPO_ROOT / "bentofile.yaml").read_text()
+    package = (REPO_ROOT / "bentos/regime_blend/bentofile.yaml").read_text()
+    assert composite[composite.index("service:") :] == package[package.index("service:") :]
+    assert 'service: "bentos.regime_blend.service:RegimeBlend"' in composite
+    for source in ("bentos/regime_blend/*.py", "bentos/specialists/*.py", "configuration.yaml"):
+        assert f'"{source}"' in composite

@@ -1,0 +1,380 @@
+"""The real ``tradeserve`` console script against a small embedded registry.
+
+The registry is filled in-process once per module (venue-quantiles tables and untrained
+specialist policies, logged through their training hooks), then every command runs as its
+own process with only ``TRADESERVE_HOME`` pointing at it, the way a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from harness.ports import free_port
+from registry import store
+from registry.audit import history
+from registry.promotion import promote
+from registry.settings import get_settings
+from tests.conftest import clear_mlflow_uris
+from tests.specialist_versions import log_saved_specialist
+from training_hooks.features import FEATURE_NAMES
+from training_hooks.registration import Lineage
+from training_hooks.specialist.runtime import (
+    PolicyNetwork,
+    SpecialistConfig,
+    save_specialist,
+)
+from training_hooks.venue_quantiles.log import log_venue_quantiles
+from training_hooks.venue_quantiles.runtime import SymbolThresholds, VenueTable
+
+TRADESERVE = Path(sys.executable).with_name("tradeserve")
+ACTOR = "cli-tester"
+ALPHA = "venue-quantiles-alpha"  # v1 champion, v2 not promoted: read by the listing tests
+BETA = "venue-quantiles-beta"  # three versions, never promoted: the promote/rollback flow
+GAMMA = "venue-quantiles-gamma"  # one version, never promoted
+BEAR = "specialist-bear"  # v1 champion, v2 predicts NaN
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def log_table(venue: str, medium: float, coverage: float) -> None:
+    table = VenueTable(
+        venue=venue,
+        symbols={
+            "BTCUSDT": SymbolThresholds(
+                medium_notional_threshold=medium, large_notional_threshold=10 * medium
+            )
+        },
+    )
+    log_venue_quantiles(
+        venue, table, lineage=Lineage(data_source="synthetic"), metrics={"coverage": coverage}
+    )
+
+
+def log_policy(root: Path, role: str, nan: bool) -> None:
+    config = SpecialistConfig(role=role)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = PolicyNetwork(config.architecture)
+    if nan:
+        with torch.no_grad():
+            network.body[-1].bias.fill_(float("nan"))
+    folder = save_specialist(
+        config, network, root / ("nan" if nan else "ok") / f"specialist-{role}"
+    )
+    example = pd.DataFrame(
+        np.random.default_rng(0).normal(scale=0.02, size=(3, len(FEATURE_NAMES))),
+        columns=list(FEATURE_NAMES),
+    )
+    log_saved_specialist(role, folder, network, example, data_source="synthetic")
+
+
+@pytest.fixture(scope="module")
+def cli_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TRADESERVE_HOME whose embedded registry holds the models above, filled in-process."""
+    home = tmp_path_factory.mktemp("cli-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRADESERVE_HOME", str(home))
+        patch.setenv("TRADESERVE_ACTOR", "fixture")
+        clear_mlflow_uris(patch)
+        get_settings.cache_clear()
+        store.configure()
+        for medium, coverage in ((1e4, 0.9), (2e4, 0.8)):
+            log_table("alpha", medium, coverage)
+        for medium in (1e4, 2e4, 3e4):
+            log_table("beta", medium, 0.9)
+        log_table("gamma", 1e4, 0.9)
+        log_policy(home / "policies", "bear", nan=False)
+        log_policy(home / "policies", "bear", nan=True)
+        promote(ALPHA, "1", reason="fixture")
+        promote(BEAR, "1", reason="fixture")
+        if mlflow.active_run():
+            mlflow.end_run()
+    get_settings.cache_clear()
+    return home
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """The user's environment: no MLflow or registry variables, only TRADESERVE_HOME."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "TRADESERVE_"))
+    }
+    return {**env, "TRADESERVE_HOME": str(home), "TRADESERVE_ACTOR": ACTOR, **extra}
+
+
+def tradeserve(home: Path, *args: str, **extra_env: str) -> Result:
+    completed = subprocess.run(
+        [str(TRADESERVE), *args],
+        env=cli_env(home, **extra_env),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def ok(home: Path, *args: str, **extra_env: str) -> str:
+    result = tradeserve(home, *args, **extra_env)
+    assert result.returncode == 0, f"tradeserve {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def one_line_error(result: Result) -> str:
+    """The failure's single stderr line (asserted), without the 'tradeserve: ' prefix."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got:\n{result.stderr}"
+    assert lines[0].startswith("tradeserve: "), lines[0]
+    return lines[0].removeprefix("tradeserve: ")
+
+
+def models_json(home: Path) -> dict[str, dict[str, object]]:
+    return {entry["name"]: entry for entry in json.loads(ok(home, "models", "--json"))}
+
+
+# ------------------------------------------------------------------------------ listing
+
+
+def test_models_table(cli_home: Path) -> None:
+    lines = ok(cli_home, "models").splitlines()
+    assert lines[0].split() == [
+        "FAMILY",
+        "NAME",
+        "CHAMPION",
+        "STAGE",
+        "VERSIONS",
+        "LAST",
+        "PROMOTION",
+        "(UTC)",
+    ]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert set(rows) == {ALPHA, BETA, GAMMA, BEAR}
+    assert rows[ALPHA][:5] == ["venue-quantiles", ALPHA, "1", "Production", "2"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", " ".join(rows[ALPHA][5:]))
+    assert rows[GAMMA][:5] == ["venue-quantiles", GAMMA, "-", "-", "1"]
+    assert rows[BEAR][:3] == ["specialist", BEAR, "1"]
+
+
+def test_models_json(cli_home: Path) -> None:
+    listed = json.loads(ok(cli_home, "models", "--json"))
+    assert isinstance(listed, list) and [entry["name"] for entry in listed] == sorted(
+        [BEAR, ALPHA, BETA, GAMMA], key=lambda name: (name.startswith("venue"), name)
+    )
+    for entry in listed:
+        assert {"family", "name", "version", "alias", "stage"} <= set(entry)
+    by_name = {entry["name"]: entry for entry in listed}
+    alpha = by_name[ALPHA]
+    assert (alpha["family"], alpha["version"], alpha["alias"], alpha["stage"]) == (
+        "venue-quantiles",
+        "1",
+        "champion",
+        "Production",
+    )
+    assert alpha["versions"] == 2 and alpha["validation_status"] == "passed"
+    gamma = by_name[GAMMA]
+    assert (gamma["version"], gamma["alias"], gamma["stage"]) == (None, None, None)
+    assert by_name[BEAR]["family"] == "specialist"
+
+
+def test_help_lists_every_command(cli_home: Path) -> None:
+    text = ok(cli_home, "--help")
+    for command in ("models", "promote", "rollback", "history", "demo"):
+        assert re.search(rf"^\W*{command}\b", text, re.MULTILINE), text
+
+
+# ------------------------------------------------------------------------------ flow
+
+
+def test_promote_rollback_and_history(cli_home: Path) -> None:
+    assert ok(cli_home, "promote", BETA, "1").strip() == (
+        f"{BETA}@champion: no version -> version 1 (promote)"
+    )
+    out = ok(
+        cli_home, "promote", BETA, "2", "--reason", "tighter BTC size", "--require", "coverage>=0.5"
+    )
+    assert out.strip() == f"{BETA}@champion: version 1 -> version 2 (promote)"
+    ok(cli_home, "promote", BETA, "3", "-r", "third")
+
+    out = ok(cli_home, "rollback", BETA, "--reason", "v3 misbehaves")
+    assert out.strip() == f"{BETA}@champion: version 3 -> version 2 (rollback)"
+    beta = models_json(cli_home)[BETA]
+    assert (beta["version"], beta["alias"], beta["stage"]) == ("2", "champion", "Production")
+
+    entries = json.loads(ok(cli_home, "history", BETA, "--json"))
+    assert [(e["event"], e["from_version"], e["to_version"]) for e in entries] == [
+        ("promote", None, "1"),
+        ("promote", "1", "2"),
+        ("promote", "2", "3"),
+        ("rollback", "3", "2"),
+    ]
+    assert {e["actor"] for e in entries} == {ACTOR}
+    assert [e["reason"] for e in entries] == [None, "tighter BTC size", "third", "v3 misbehaves"]
+    assert all(e["passed"] for e in entries)
+
+    table = ok(cli_home, "history", BETA).splitlines()
+    assert table[0].split() == [
+        "TIME",
+        "(UTC)",
+        "EVENT",
+        "ALIAS",
+        "FROM",
+        "TO",
+        "ACTOR",
+        "GATE",
+        "REASON",
+    ]
+    assert len(table) == 5
+    last = table[-1].split()
+    assert last[2:9] == ["rollback", "champion", "3", "2", ACTOR, "passed", "v3"]
+
+    out = ok(cli_home, "rollback", BETA)
+    assert out.strip() == f"{BETA}@champion: version 2 -> version 1 (rollback)"
+    assert "nothing to roll back to" in one_line_error(tradeserve(cli_home, "rollback", BETA))
+
+
+def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
+    assert ok(cli_home, "history", GAMMA).strip() == f"No promotions of '{GAMMA}' are recorded."
+    assert json.loads(ok(cli_home, "history", GAMMA, "--json")) == []
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ("promote", "venue-quantiles-nope", "1"),
+            "registered model 'venue-quantiles-nope' does not exist in the registry",
+            id="promote-unknown-model",
+        ),
+        pytest.param(
+            ("promote", ALPHA, "9"),
+            f"version 9 of model '{ALPHA}' does not exist in the registry",
+            id="promote-unknown-version",
+        ),
+        pytest.param(
+            ("rollback", "venue-quantiles-nope"),
+            "registered model 'venue-quantiles-nope' does not exist in the registry",
+            id="rollback-unknown-model",
+        ),
+        pytest.param(
+            ("history", "specialist-bull"),
+            "registered model 'specialist-bull' does not exist in the registry",
+            id="history-unknown-model",
+        ),
+        pytest.param(
+            ("rollback", GAMMA),
+            f"no earlier champion of '{GAMMA}' is recorded, so there is nothing to roll back "
+            f"to; promote a version explicitly with `tradeserve promote {GAMMA} VERSION`",
+            id="rollback-without-history",
+        ),
+        pytest.param(
+            ("promote", ALPHA, "2", "--require", "coverage=>0.5"),
+            "cannot read threshold 'coverage=>0.5'; write it as METRIC>=VALUE (or <=, >, <)",
+            id="threshold-syntax",
+        ),
+        pytest.param(
+            ("promote", ALPHA),
+            "Missing argument 'version'. (see `tradeserve promote --help`)",
+            id="missing-argument",
+        ),
+        pytest.param(
+            ("prmote", ALPHA, "1"),
+            "No such command 'prmote'. Did you mean 'promote'? (see `tradeserve --help`)",
+            id="unknown-command",
+        ),
+        pytest.param(
+            ("promote", ALPHA, "2", "--require", "coverage>=0.5.1"),
+            "cannot read threshold 'coverage>=0.5.1'; write it as METRIC>=VALUE (or <=, >, <)",
+            id="threshold-number",
+        ),
+    ],
+)
+def test_user_errors_are_one_line(cli_home: Path, args: tuple[str, ...], expected: str) -> None:
+    assert one_line_error(tradeserve(cli_home, *args)) == expected
+
+
+def test_gate_failures_are_one_line_and_change_nothing(cli_home: Path) -> None:
+    message = one_line_error(tradeserve(cli_home, "promote", BEAR, "2", "--reason", "nan"))
+    assert message == (
+        f"version 2 of '{BEAR}' failed the promotion gate: the model returned non-finite "
+        "values (NaN or inf); action probabilities contain NaN or inf. champion stays version 1"
+    )
+    message = one_line_error(
+        tradeserve(cli_home, "promote", ALPHA, "2", "--require", "coverage>=0.85")
+    )
+    assert message == (
+        f"version 2 of '{ALPHA}' failed the promotion gate: coverage=0.8 fails "
+        "coverage>=0.85. champion stays version 1"
+    )
+    listed = models_json(cli_home)
+    assert (listed[BEAR]["version"], listed[ALPHA]["version"]) == ("1", "1")
+
+    rejected = [e for e in json.loads(ok(cli_home, "history", BEAR, "--json")) if not e["passed"]]
+    assert [(e["to_version"], e["actor"], e["reason"]) for e in rejected] == [("2", ACTOR, "nan")]
+    table = ok(cli_home, "history", BEAR)
+    assert "REJECTED: the model returned non-finite values" in table
+
+
+def test_the_cli_writes_to_the_registry_it_was_pointed_at(
+    cli_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the processes did is what the registry holds (read back in-process)."""
+    ok(cli_home, "promote", GAMMA, "1", "--alias", "challenger", "--reason", "shadow")
+    monkeypatch.setenv("TRADESERVE_HOME", str(cli_home))
+    clear_mlflow_uris(monkeypatch)
+    get_settings.cache_clear()
+    try:
+        (entry,) = history(GAMMA)
+        assert (entry.alias, entry.to_version, entry.actor, entry.reason) == (
+            "challenger",
+            "1",
+            ACTOR,
+            "shadow",
+        )
+        model = store.client().get_registered_model(GAMMA)
+        assert {alias: str(version) for alias, version in model.aliases.items()} == {
+            "challenger": "1"
+        }
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("command", "retries"),
+    [
+        pytest.param(("models",), None, id="models-default-retries"),
+        pytest.param(("promote", ALPHA, "2"), "0", id="promote-no-retries"),
+    ],
+)
+def test_unreachable_registry_is_one_line(
+    cli_home: Path, command: tuple[str, ...], retries: str | None
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    extra = {"MLFLOW_TRACKING_URI": url}
+    if retries is not None:
+        extra["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
+    result = tradeserve(cli_home, *command, **extra)
+    assert one_line_error(result) == f"cannot reach the MLflow registry at {url}"
