@@ -50,6 +50,7 @@ import yaml
 from bench import environment, report
 from bench.cpu import busy_other_cores, machine_cpu_seconds
 from harness.bento import BentoServer
+from harness.metrics import sample_totals
 from harness.process import process_tree
 
 NAME = "regime_blend_latency"
@@ -221,17 +222,8 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
 
 def answer_sources(before: str, after: str) -> dict[str, float]:
     """Specialist answers by source (cache / service) between two /metrics scrapes."""
-
-    def totals(text: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("tradeserve_regime_blend_specialist_answers_total{"):
-                key, value = line.rsplit(" ", 1)
-                source = key.split('source="', 1)[1].split('"', 1)[0]
-                out[source] = out.get(source, 0.0) + float(value)
-        return out
-
-    start, end = totals(before), totals(after)
+    sample = "tradeserve_regime_blend_specialist_answers_total"
+    start, end = sample_totals(before, sample, "source"), sample_totals(after, sample, "source")
     return {source: end[source] - start.get(source, 0.0) for source in end}
 
 

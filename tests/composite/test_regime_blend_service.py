@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from harness.bento import REPO_ROOT, BentoServer
+from harness.metrics import sample_totals
 from registry.families import SPECIALIST_ROLES, specialist_name
 from registry.loading import load_version
 from registry.resolve import resolve
@@ -351,13 +352,8 @@ def test_models_health_readyz_and_metrics(blend_server: BentoServer) -> None:
 
 
 def answers_by_source(metrics: str) -> dict[str, float]:
-    totals: dict[str, float] = {"cache": 0.0}
-    for line in metrics.splitlines():
-        if line.startswith("tradeserve_regime_blend_specialist_answers_total{"):
-            key, value = line.rsplit(" ", 1)
-            source = key.split('source="', 1)[1].split('"', 1)[0]
-            totals[source] = totals.get(source, 0.0) + float(value)
-    return totals
+    answers = "tradeserve_regime_blend_specialist_answers_total"
+    return {"cache": 0.0, **sample_totals(metrics, answers, "source")}
 
 
 def test_every_decision_is_logged_with_inputs_outputs_and_models(
