@@ -63,9 +63,12 @@ images: build  ## Container images of every bento and of MLflow (needs Docker wi
 	done
 	docker build -t $(REGISTRY)tradeserve-mlflow:3.17.2 deploy/mlflow
 
-test: setup  ## Run the whole test suite
+# Tests run in a shuffled order (pytest-randomly), the same one each time unless asked:
+# TEST_ORDER= for a fresh random order, TEST_ORDER="-p no:randomly" for file order.
+TEST_ORDER ?= --randomly-seed=20261204
+test: setup  ## Run the whole test suite (shuffled order, fixed seed: TEST_ORDER)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(TEST_ORDER)
 
 lint: setup  ## ruff check + format check
 	$(BIN)/ruff check .

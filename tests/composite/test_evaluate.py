@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,6 @@ def test_buy_and_hold_holds(demo_registry: Any) -> None:
 
 
 def test_tradeserve_evaluate_logs_an_mlflow_run(demo_home: Path) -> None:
-    started = time.monotonic()
     done = subprocess.run(
         [str(TRADESERVE), "evaluate"],
         env=demo_env(demo_home),
@@ -113,9 +111,7 @@ def test_tradeserve_evaluate_logs_an_mlflow_run(demo_home: Path) -> None:
         text=True,
         timeout=300,
     )
-    seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert seconds < 60, f"evaluation took {seconds:.0f} s"
     assert "buy_and_hold" in done.stdout and "Sharpe" in done.stdout
     run_id = done.stdout.split("MLflow run ", 1)[1].split()[0]
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_home / 'mlflow.db'}")

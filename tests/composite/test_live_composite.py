@@ -33,13 +33,13 @@ from harness.mlflow_server import MlflowServer
 from harness.wait import wait_until
 from registry.families import REGIME_DETECTOR_NAME, specialist_name
 from registry.loading import load_version
-from registry.resolve import resolve
+from registry.resolve import get_version, resolve
 from tests.composite.conftest import serve_root
 from tests.conftest import clear_mlflow_uris
 from tests.demo_fixtures import TRADESERVE, demo_env
 from tests.live_load import ContinuousLoad, set_alias_like_the_ui
 from tests.specialist_versions import log_saved_specialist
-from training_hooks.features import compute_features
+from training_hooks.features import compute_features, latest_features
 from training_hooks.market_data import MarketDataStore
 from training_hooks.regime.log import log_regime
 from training_hooks.regime.runtime import save_params
@@ -67,11 +67,8 @@ class Registry:
     server: MlflowServer
     home: Path
     initial: dict[str, str]  # role -> champion version the demo promoted
-    promoted: dict[str, str] = field(default_factory=dict)  # set by the promotion test
-    first: Answer | None = None  # a decision about the hot bar by the initial champions
+    # (role, version) -> its hot-bar numbers computed in this process (see reference())
     hot: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)
-    switching: list[tuple[str, str]] = field(default_factory=list)  # bars first asked mid-switch
-    regime_lineage: list[str] = field(default_factory=list)  # see the last test
 
     def set_alias_like_the_ui(self, name: str, version: str) -> None:
         set_alias_like_the_ui(self.server.url, name, version)
@@ -284,118 +281,115 @@ def hot_answer(load: Load, versions: dict[str, str], since: float) -> Answer:
     return next(a for a in reversed(load.since(since)) if a.hot and a.names(versions))
 
 
-def remember_hot(registry: Registry, answer: Answer) -> None:
-    """What each version answers about the hot bar: (role, version) -> probabilities."""
-    versions = {role: model[1] for role, model in answer.models.items()}
-    registry.hot[("regime", versions["regime"])] = answer.regime
-    registry.hot[(ROLE, versions[ROLE])] = answer.bull
+def reference(registry: Registry, role: str, version: str) -> tuple[float, ...]:
+    """What ``version`` of ``role`` answers about the hot bar, computed in this process:
+    regime probabilities (the filter over bars up to the hot bar) or the bull specialist's
+    action probabilities (HOLD, BUY, SELL) on that bar's features."""
+    key = (role, version)
+    if key not in registry.hot:
+        with client_of(registry.server, registry.home):
+            runtime = load_version(get_version(NAMES[role], version)).runtime
+        symbol, day = HOT_BAR
+        bars = MarketDataStore(registry.home / "market_data").load(symbol, as_of=day)
+        if role == "regime":
+            row = runtime.filter_probabilities(bars).iloc[-1]
+            registry.hot[key] = tuple(float(row[label]) for label in ("bull", "bear", "sideways"))
+        else:
+            observation = latest_features(bars)[None, :]
+            registry.hot[key] = tuple(float(p) for p in runtime.probabilities(observation)[0])
+    return registry.hot[key]
 
 
-def inconsistent(registry: Registry, answers: list[Answer], role: str) -> list[str]:
-    """Hot-bar answers whose ``role`` numbers are not those of the version the metadata names
-    (``regime``: regime probabilities; the specialist role: its action probabilities)."""
+def inconsistent(registry: Registry, answers: list[Answer]) -> list[str]:
+    """Hot-bar answers whose numbers are not what the versions their metadata names compute
+    in this process (regime probabilities to 1e-9, the bull specialist's to 1e-5)."""
     problems = []
-    tolerance = 1e-9 if role == "regime" else 1e-5
     for answer in answers:
         if not answer.hot or answer.status != 200:
             continue
-        numbers = answer.regime if role == "regime" else answer.bull
-        version = answer.models[role][1]
-        expected = registry.hot.get((role, version))
-        if expected is not None and numbers != pytest.approx(expected, abs=tolerance):
-            problems.append(f"{role} named version {version} but answered {numbers}")
+        for role, numbers, tolerance in (
+            ("regime", answer.regime, 1e-9),
+            (ROLE, answer.bull, 1e-5),
+        ):
+            version = answer.models[role][1]
+            if numbers != pytest.approx(reference(registry, role, version), abs=tolerance):
+                problems.append(f"{role} named version {version} but answered {numbers}")
     return problems
+
+
+def log_new_versions(registry: Registry, workdir: Path) -> dict[str, str]:
+    """A retraining job under load: new versions of the bull specialist and the detector."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with client_of(registry.server, registry.home):
+            bull = log_perturbed_specialist(ROLE, registry.home, workdir)
+            regime = log_perturbed_regime_detector(registry.home, workdir)
+    finally:
+        torch.set_num_threads(previous_threads)
+    assert int(bull) > int(registry.initial[ROLE])
+    assert int(regime) > int(registry.initial["regime"])
+    return {**registry.initial, ROLE: bull, "regime": regime}
+
+
+def promote(registry: Registry, load: Load, versions: dict[str, str]) -> tuple[float, float]:
+    """Point the aliases at ``versions`` like the UI; (when it was done, when every decision
+    named them), after checking the switch took less than SETTLE_S."""
+    promoted_at = time.monotonic()
+    registry.set_alias_like_the_ui(BULL, versions[ROLE])
+    registry.set_alias_like_the_ui(REGIME_DETECTOR_NAME, versions["regime"])
+    took = wait_for_versions(load, versions, since=promoted_at)
+    assert took < SETTLE_S
+    return promoted_at, promoted_at + took
 
 
 # ------------------------------------------------------------------------------------ tests
 
 
-def test_promoted_specialist_and_detector_are_named_in_every_decision(
+def test_a_promotion_and_its_rollback_are_named_in_every_decision(
     registry: Registry, service: BentoServer, load: Load, tmp_path: Path
 ) -> None:
+    """One cycle, so the test holds alone and in any order: champions, new versions
+    registered (not served), promoted (served within seconds), rolled back."""
     initial = registry.initial
-    before = registry.first = hot_answer(load, initial, since=0.0)
-    remember_hot(registry, before)
     assert all(a.names(initial) for a in load.answers if a.status == 200)
+    before = hot_answer(load, initial, since=0.0)
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with client_of(registry.server, registry.home):  # a retraining job, under load
-            bull = log_perturbed_specialist(ROLE, registry.home, tmp_path)
-            regime = log_perturbed_regime_detector(registry.home, tmp_path)
-    finally:
-        torch.set_num_threads(previous_threads)
-    assert int(bull) > int(initial[ROLE]) and int(regime) > int(initial["regime"])
-    promoted = {**initial, ROLE: bull, "regime": regime}
-
-    # registered, not promoted: the composite keeps naming the champions
+    promoted = log_new_versions(registry, tmp_path)
     registered = time.monotonic()
     wait_until(lambda: len(load.since(registered)) >= 20, timeout=30, what="answers")
-    assert all(a.names(initial) for a in load.since(registered))
+    assert all(a.names(initial) for a in load.since(registered))  # registered is not served
 
-    promoted_at = time.monotonic()
-    registry.set_alias_like_the_ui(BULL, bull)
-    registry.set_alias_like_the_ui(REGIME_DETECTOR_NAME, regime)
-    took = wait_for_versions(load, promoted, since=promoted_at)
-    assert took < SETTLE_S
-    switched = promoted_at + took
-    registry.promoted = promoted
-
+    promoted_at, switched = promote(registry, load, promoted)
     after = hot_answer(load, promoted, since=promoted_at)
     assert not np.allclose(after.bull, before.bull, atol=1e-3)  # the new weights answered
     assert not np.allclose(after.regime, before.regime, atol=1e-6)  # the new filter ran
-    remember_hot(registry, after)
-    assert inconsistent(registry, list(load.answers), ROLE) == []
-    registry.regime_lineage += inconsistent(registry, list(load.answers), "regime")
-    registry.switching = sorted(
-        {a.bar for a in load.since(promoted_at) if not a.hot and a.sent <= switched + 1.0}
-    )
     logged = httpx.get(f"{service.url}/api/v1/decisions/{after.decision_id}", timeout=30)
     assert logged.status_code == 200, logged.text
     assert {m["role"]: m["version"] for m in logged.json()["models"]} == promoted
     served = httpx.get(f"{service.url}/api/v1/models", timeout=30).json()["models"]
-    assert served["regime_detector"]["version"] == regime
-    assert served["bull_specialist"]["version"] == bull
-    assert load.failures() == []
+    assert served["regime_detector"]["version"] == promoted["regime"]
+    assert served["bull_specialist"]["version"] == promoted[ROLE]
+    # bars first decided while the promotion was under way (memoised specialist answers)
+    switching = sorted(
+        {a.bar for a in load.since(promoted_at) if not a.hot and a.sent <= switched + 1.0}
+    )
+    assert switching
 
-
-def test_a_rollback_is_named_in_every_decision(
-    registry: Registry, service: BentoServer, load: Load
-) -> None:
-    if not registry.promoted:
-        pytest.skip("needs the promotion made by the previous test")
-    initial, promoted = registry.initial, registry.promoted
-    before = hot_answer(load, promoted, since=0.0)
-
-    rolled_back_at = time.monotonic()
-    registry.set_alias_like_the_ui(BULL, initial[ROLE])
-    registry.set_alias_like_the_ui(REGIME_DETECTOR_NAME, initial["regime"])
-    took = wait_for_versions(load, initial, since=rolled_back_at)
-    assert took < SETTLE_S
-
-    after = hot_answer(load, initial, since=rolled_back_at)
-    assert not np.allclose(after.bull, before.bull, atol=1e-3)
-    assert registry.first is not None  # the champions' answers again
-    assert after.bull == pytest.approx(registry.first.bull, abs=1e-5)
-    assert after.regime == pytest.approx(registry.first.regime, abs=1e-9)
-    assert inconsistent(registry, list(load.answers), ROLE) == []
-    registry.regime_lineage += inconsistent(registry, list(load.answers), "regime")
-
-    # bars first decided while the promotion was under way: their memoised specialist
-    # answers must not outlive the rollback (SpecialistPool once stored answers under the
-    # version its catalog named, not the one that produced them)
-    assert registry.switching
+    rolled_back_at, _ = promote(registry, load, initial)
+    again_hot = hot_answer(load, initial, since=rolled_back_at)
+    assert again_hot.bull == pytest.approx(before.bull, abs=1e-5)
+    assert again_hot.regime == pytest.approx(before.regime, abs=1e-9)
+    # SpecialistPool once stored answers under the version its catalog named, not the one
+    # that produced them: memoised answers must not outlive the rollback
     with httpx.Client(base_url=service.url, timeout=60) as client:
-        again = [decide(client, bar) for bar in registry.switching]
+        again = [decide(client, bar) for bar in switching]
     assert [a.bar for a in again if not a.names(initial)] == []
+
+    # every hot-bar decision of the cycle carries the numbers of the versions it names
+    assert {a.models[ROLE][1] for a in load.answers if a.hot and a.status == 200} == {
+        initial[ROLE],
+        promoted[ROLE],
+    }
+    assert inconsistent(registry, list(load.answers)) == []
     assert load.failures() == []
-    registry.promoted = {}
-
-
-def test_decisions_during_a_swap_name_the_detector_that_computed_them(
-    registry: Registry,
-) -> None:
-    if not registry.hot:
-        pytest.skip("needs the decisions of the previous tests")
-    assert registry.regime_lineage == []

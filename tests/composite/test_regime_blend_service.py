@@ -450,11 +450,17 @@ def test_missing_specialist_falls_back_to_universal(bearless_home: Path, tmp_pat
         assert bear["served_by"] == "universal"
         assert bear["model"]["name"] == "specialist-universal"
         assert "specialist-bear" not in {m["name"] for m in body["metadata"]["models"]}
-        chosen = predict(
-            server, symbol="SPX", timestamp="2016-06-30", blend_mode="argmax", explain=True
-        ).json()
-        if chosen["explanation"]["method"].startswith("argmax: bear"):
-            assert chosen["metadata"]["model_version"] == "universal"
+        # a day whose most likely regime is bear (the 2008 crash, else the test dates):
+        # argmax mode must then run the universal fallback and say so
+        candidates = [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2008-09-15", "2009-03-09")]
+        for day in [*candidates[::5], *DATES]:
+            chosen = decided(server, symbol="SPX", timestamp=day, blend_mode="argmax", explain=True)
+            if chosen["explanation"]["method"].startswith("argmax: bear"):
+                break
+        else:
+            raise AssertionError("no tested day has bear as its most likely regime")
+        assert chosen["metadata"]["model_version"] == "universal"
+        assert chosen["explanation"]["specialists"]["bear"]["served_by"] == "universal"
         missing = predict(server, symbol="SPX", strategy_override="bear_specialist")
         assert missing.status_code == 400
         assert missing.json()["detail"] == "Strategy override 'bear_specialist' not available"

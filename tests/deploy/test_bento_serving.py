@@ -6,7 +6,10 @@
 * chronos: every baked family forecasts like its promoted version, registry unreachable.
 * specialists + the composite, deployed as on Kubernetes: the Specialists family bento
   served on its own, RegimeBlend's bento started separately and pointed at it by URL
-  (``TRADESERVE_SPECIALISTS_URL``), each with its own BentoML home as in its own pod.
+  (``TRADESERVE_SPECIALISTS_URL``), each with its own BentoML home as in its own pod, both
+  secured with one ``TRADESERVE_API_KEY`` (the composite sends it to Specialists). The
+  Specialists bento can reach the registry, yet without ``TRADESERVE_LIVE`` it serves what
+  was baked and does not follow promotions.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from registry.families import SPECIALIST_ROLES, specialist_name
 from registry.loading import load_version
 from registry.resolve import resolve
 from registry.settings import Settings
-from tests.demo_fixtures import own_bentoml_home
+from tests.demo_fixtures import demo_env, own_bentoml_home
 from tests.deploy.conftest import offline_env
 from training_hooks.features import FEATURE_NAMES
 from training_hooks.specialist.runtime import ACTIONS
 
 BUCKET = "tradeserve-bentos"
+KEY = "deploy-test-key-0123456789abcdef0123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def bento_config(bento_path: Path) -> str:
@@ -182,10 +187,11 @@ def specialists_bento_server(
 ) -> Iterator[BentoServer]:
     bento = built["specialists"]
     logs = tmp_path_factory.mktemp("specialists-bento")
-    env = offline_env(
+    env = demo_env(  # the registry is reachable: a built bento still does not follow it
         demo_home,
         BENTOML_CONFIG=bento_config(Path(bento.path)),
         BENTOML_HOME=own_bentoml_home(demo_home, logs),
+        TRADESERVE_API_KEY=KEY,
     )
     with bento_server(bento.tag, env, logs / "serve.log") as server:
         yield server
@@ -197,7 +203,7 @@ def test_specialists_bento_acts_like_the_promoted_models(
     observations = np.random.default_rng(11).normal(size=(5, len(FEATURE_NAMES)))
     observations = observations.astype(np.float32)
     baked = {m.name: m.version for m in built["specialists"].models}
-    with bentoml.SyncHTTPClient(specialists_bento_server.url) as client:
+    with bentoml.SyncHTTPClient(specialists_bento_server.url, token=KEY) as client:
         body = client.act(observations=observations.tolist(), specialists=list(SPECIALIST_ROLES))
     for role in SPECIALIST_ROLES:
         name = specialist_name(role)
@@ -207,6 +213,18 @@ def test_specialists_bento_acts_like_the_promoted_models(
         np.testing.assert_allclose(
             served["probabilities"], runtime.probabilities(observations), rtol=1e-5, atol=1e-6
         )
+
+
+def test_built_bento_does_not_follow_the_registry_without_live_mode(
+    specialists_bento_server,
+) -> None:
+    url = specialists_bento_server.url
+    assert httpx.get(f"{url}/admin/models", timeout=30).status_code == 401  # secured
+    admin = httpx.get(f"{url}/admin/models", headers=AUTH, timeout=30).json()
+    assert admin["live"] is False and admin["workers"] == []
+    reload = httpx.post(f"{url}/admin/reload", headers=AUTH, timeout=30)
+    assert reload.status_code == 409
+    assert "TRADESERVE_LIVE" in reload.text
 
 
 def test_composite_uses_the_separately_deployed_specialists(
@@ -220,6 +238,7 @@ def test_composite_uses_the_separately_deployed_specialists(
         BENTOML_CONFIG=bento_config(Path(bento.path)),
         TRADESERVE_SPECIALISTS_URL=specialists_bento_server.url,
         TRADESERVE_BLEND_STATE_DIR=str(tmp_path / "state"),
+        TRADESERVE_API_KEY=KEY,  # its own routes, and what it sends to Specialists
         BENTOML_HOME=own_bentoml_home(demo_home, tmp_path),
     )
     with bento_server(bento.tag, env, tmp_path / "serve.log") as composite:
@@ -258,7 +277,7 @@ def test_composite_uses_the_separately_deployed_specialists(
         assert rows >= len(bars), f"{model['name']} saw {rows} observations"
     explanation = decision["explanation"]
     observation = [explanation["features"][name] for name in FEATURE_NAMES]
-    with bentoml.SyncHTTPClient(specialists_bento_server.url) as specialists:
+    with bentoml.SyncHTTPClient(specialists_bento_server.url, token=KEY) as specialists:
         remote = specialists.act(observations=[observation], specialists=list(SPECIALIST_ROLES))
     baked = {m.name: m.version for m in bento.models}
     for model in decision["metadata"]["models"]:
@@ -278,4 +297,4 @@ def test_composite_uses_the_separately_deployed_specialists(
 
 
 def _post(server: BentoServer, route: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{server.url}{route}", json=body, timeout=60)
+    return httpx.post(f"{server.url}{route}", json=body, headers=AUTH, timeout=60)

@@ -27,6 +27,7 @@ from registry.audit import history
 from registry.promotion import promote
 from registry.settings import get_settings
 from tests.conftest import clear_mlflow_uris
+from tests.demo_fixtures import demo_env
 from tests.specialist_versions import log_saved_specialist
 from training_hooks.features import FEATURE_NAMES
 from training_hooks.registration import Lineage
@@ -378,3 +379,23 @@ def test_unreachable_registry_is_one_line(
         extra["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
     result = tradeserve(cli_home, *command, **extra)
     assert one_line_error(result) == f"cannot reach the MLflow registry at {url}"
+
+
+def test_demo_on_a_filled_registry_changes_nothing(demo_home: Path) -> None:
+    """`tradeserve demo` is idempotent: run again, it registers and promotes nothing."""
+    env = demo_env(demo_home)
+
+    def listing() -> list[dict]:
+        done = subprocess.run(
+            [str(TRADESERVE), "models", "--json"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    before = listing()
+    again = subprocess.run(
+        [str(TRADESERVE), "demo"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to do: all" in again.stdout and "demo models are promoted" in again.stdout
+    assert listing() == before

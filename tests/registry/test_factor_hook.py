@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -178,7 +177,7 @@ def test_misnamed_inputs_are_errors_that_name_the_factors(tmp_path: Path) -> Non
         named_booster(_booster(), [*FACTORS, "extra"])
 
 
-def test_predict_rows_is_fast_and_thread_safe(tmp_path: Path) -> None:
+def test_predict_rows_is_thread_safe(tmp_path: Path) -> None:
     runtime = _saved_runtime(tmp_path, _booster())
     frame, _ = _data(rows=64, seed=4)
     rows = frame[FACTORS].to_numpy(dtype=np.float32)
@@ -186,13 +185,6 @@ def test_predict_rows_is_fast_and_thread_safe(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda i: runtime.predict_rows(rows[i : i + 1]), range(64)))
     np.testing.assert_array_equal(np.concatenate(results), expected)
-    single = rows[:1]
-    timings = []
-    for _ in range(200):
-        started = time.perf_counter()
-        runtime.predict_rows(single)
-        timings.append(time.perf_counter() - started)
-    assert np.median(timings) < 0.005  # typically ~0.1 ms; generous for busy CI hosts
 
 
 def test_demo_dataset_never_reaches_past_validation() -> None:
@@ -211,11 +203,8 @@ def test_demo_dataset_never_reaches_past_validation() -> None:
 
 def test_demo_trains_registers_and_exports(embedded_registry: Settings, tmp_path: Path) -> None:
     market = load_demo_market_data()
-    started = time.perf_counter()
     versions = train_demo_factor_models(market, tmp_path / "export")
-    elapsed = time.perf_counter() - started
     assert [v.name for v in versions] == ["factor-SPX_ret_1d", "factor-NASDAQ_ret_1d"]
-    assert elapsed < 30
     client = store.client()
     for version in versions:
         run = client.get_run(version.run_id)

@@ -452,6 +452,27 @@ def test_rollback_walks_back_through_earlier_champions(backend: Backend) -> None
     assert stages(TABLE_NAME) == {"1": "Production", "2": "Archived", "3": "Archived"}
 
 
+def test_rollback_goes_through_the_gate(backend: Backend, policy_dir: PolicyFactory) -> None:
+    """A rollback target whose weights broke since it was champion is refused like a
+    promotion: the alias stays, the failure is audited."""
+    name = specialist_name("bull")
+    first = log_policy(policy_dir, "bull", "a")
+    second = log_policy(policy_dir, "bull", "b")
+    promote(name, first.version)
+    promote(name, second.version)
+    backend.replace_file(name, first.version, WEIGHTS_FILE, b"no longer safetensors")
+    with pytest.raises(GateError, match=r"SafetensorError: .*champion stays version 2"):
+        rollback(name, reason="undo v2")
+    assert champion_version(name) == "2"
+    last = history(name)[-1]
+    assert (last.event, last.from_version, last.to_version, last.passed) == (
+        "rollback",
+        "2",
+        "1",
+        False,
+    )
+
+
 # ------------------------------------------------------------------------------ resolution
 
 

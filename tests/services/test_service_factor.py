@@ -104,7 +104,7 @@ def test_bad_requests_get_clear_client_errors(factor_server, reference) -> None:
         ({"model": MODEL, "rows": [rows[0].tolist()[:-1]]}, 400, runtime.factors[0]),
         ({"model": MODEL, "rows": []}, 400, "at least one"),
         ({"model": MODEL}, 400, "exactly one"),
-        ({"model": MODEL, "rows": [["x"] * len(runtime.factors)]}, 400, ""),
+        ({"model": MODEL, "rows": [["x"] * len(runtime.factors)]}, 400, "rows"),
         (
             {"model": MODEL, "features": {**features, "bogus": [1.0]}},
             400,
@@ -128,3 +128,16 @@ def test_bad_requests_get_clear_client_errors(factor_server, reference) -> None:
     )
     assert inf_row.status_code == 400 and "inf" in inf_row.text
     assert httpx.get(f"{factor_server.url}/readyz", timeout=10).status_code == 200
+
+
+def test_row_limit_holds_at_its_default(factor_server, reference) -> None:
+    """10,000 rows per /predict request (README, settings)."""
+    _, rows = reference
+    url = f"{factor_server.url}/predict"
+    row = rows[0].tolist()
+    at_limit = httpx.post(url, json={"model": MODEL, "rows": [row] * 10_000}, timeout=60)
+    assert at_limit.status_code == 200, at_limit.text[:300]
+    assert len(at_limit.json()["predictions"]) == 10_000
+    too_many = httpx.post(url, json={"model": MODEL, "rows": [row] * 10_001}, timeout=60)
+    assert too_many.status_code == 400
+    assert "10001 rows in one request; the limit is 10000" in too_many.json()["error"]

@@ -60,7 +60,7 @@ def test_bad_requests_get_clear_client_errors(specialists_server, demo_registry)
         ({"observations": good, "specialists": ["crab"]}, 400, "crab"),
         ({"observations": [good[0][:-1]]}, 400, FEATURE_NAMES[0]),
         ({"observations": []}, 400, "at least one"),
-        ({"observations": "nope"}, 400, ""),
+        ({"observations": "nope"}, 400, "observations"),
     ]
     for body, status, message in cases:
         response = httpx.post(url, json=body, timeout=30)
