@@ -12,8 +12,10 @@ from harness.bento import BentoServer, bento_server
 from tests.demo_fixtures import demo_env, own_bentoml_home
 
 
-def _serve(target: str, home: Path, logs: Path) -> Iterator[BentoServer]:
-    env = demo_env(home, BENTOML_HOME=own_bentoml_home(home, logs))
+def serve_demo(target: str, home: Path, logs: Path, **extra: str) -> Iterator[BentoServer]:
+    """``target`` served on the demo registry in ``home`` (for ``yield from`` in a fixture):
+    its own BentoML home and log under ``logs``, ``extra`` added to its environment."""
+    env = demo_env(home, BENTOML_HOME=own_bentoml_home(home, logs), **extra)
     with bento_server(target, env, logs / "serve.log") as server:
         yield server
 
@@ -22,7 +24,7 @@ def _serve(target: str, home: Path, logs: Path) -> Iterator[BentoServer]:
 def chronos_server(
     demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
-    yield from _serve(
+    yield from serve_demo(
         "bentos.chronos.service:ChronosForecaster", demo_home, tmp_path_factory.mktemp("chronos")
     )
 
@@ -31,7 +33,7 @@ def chronos_server(
 def factor_server(
     demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
-    yield from _serve(
+    yield from serve_demo(
         "bentos.factor.service:FactorModels", demo_home, tmp_path_factory.mktemp("factor")
     )
 
@@ -40,6 +42,6 @@ def factor_server(
 def specialists_server(
     demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
-    yield from _serve(
+    yield from serve_demo(
         "bentos.specialists.service:Specialists", demo_home, tmp_path_factory.mktemp("specialists")
     )

@@ -9,8 +9,8 @@ import bentoml
 import httpx
 import pytest
 
-from harness.bento import BentoServer, bento_server
-from tests.demo_fixtures import demo_env, own_bentoml_home
+from harness.bento import BentoServer
+from tests.services.conftest import serve_demo
 
 KEY = "test-key-0123456789abcdef0123456789"
 BODY = {"venue": "us-equities", "symbol": "SPX"}
@@ -20,16 +20,14 @@ BODY = {"venue": "us-equities", "symbol": "SPX"}
 def secured_server(
     demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
-    folder = tmp_path_factory.mktemp("secured")
-    env = demo_env(
+    yield from serve_demo(
+        "bentos.factor.service:FactorModels",
         demo_home,
+        tmp_path_factory.mktemp("secured"),
         TRADESERVE_API_KEY=KEY,
-        BENTOML_HOME=own_bentoml_home(demo_home, folder),
         # Access lines on (FactorModels turns them off in code), so a leak would show.
         BENTOML_CONFIG_OPTIONS="services.FactorModels.logging.access.enabled=true",
     )
-    with bento_server("bentos.factor.service:FactorModels", env, folder / "serve.log") as server:
-        yield server
 
 
 @pytest.mark.parametrize(

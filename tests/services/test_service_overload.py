@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.bento import BentoServer, bento_server
-from tests.demo_fixtures import demo_env, own_bentoml_home
+from harness.bento import BentoServer
+from tests.services.conftest import serve_demo
 
 BUDGET_MS = 200
 BODY = {
@@ -29,16 +29,12 @@ BODY = {
 def tight_server(
     demo_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BentoServer]:
-    folder = tmp_path_factory.mktemp("overload")
-    env = demo_env(
+    yield from serve_demo(
+        "bentos.chronos.service:ChronosForecaster",
         demo_home,
-        BENTOML_HOME=own_bentoml_home(demo_home, folder),
+        tmp_path_factory.mktemp("overload"),
         BENTOML_CONFIG_OPTIONS=f"services.ChronosForecaster.batching.max_latency_ms={BUDGET_MS}",
     )
-    with bento_server(
-        "bentos.chronos.service:ChronosForecaster", env, folder / "serve.log"
-    ) as server:
-        yield server
 
 
 def forecast(server: BentoServer) -> httpx.Response:
