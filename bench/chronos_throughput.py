@@ -39,8 +39,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, environment, load, prometheus, report
+from bench import cpu, environment, report
 from bench.chronos_inprocess import CONTEXT, HORIZON, random_walks
+from bench.chronos_load import closed_loop
 from bench.cpu import SharedMachine
 from bench.report import fmt, log
 from harness.bento import BentoServer
@@ -210,45 +211,6 @@ def in_process(
     return result
 
 
-def closed_loop(
-    label: str, server: Any, bodies: Path, args: argparse.Namespace, work: Path, warmup: float
-) -> dict[str, Any]:
-    log(f"{label}: {CLIENTS} closed-loop clients, {warmup:g}s warm-up + {args.duration:g}s")
-    result = cpu.quiet_run(
-        label,
-        lambda: load.run_loadgen(
-            "closed",
-            server.url + "/forecast",
-            bodies,
-            concurrency=CLIENTS,
-            duration=args.duration,
-            warmup=warmup,
-            timeout=120,
-            check='"predictions"',
-            snapshot_url=server.url + "/metrics",
-            server_pid=server.pid,
-            nice=args.sharing.nice,
-            out_dir=work,
-        ),
-        args.sharing,
-        log,
-    )
-    batches = prometheus.histogram_delta(
-        result.pop("snapshot_start"),
-        result.pop("snapshot_end"),
-        "tradeserve_model_batch_size",
-        service="ChronosForecaster",
-    )
-    result["batch_sizes"] = batches if batches["observations"] else None
-    lat = result["latency_ms"]
-    log(
-        f"  {result['throughput_rps']:.1f} series/s, p50 {fmt(lat['p50'], 0)} ms, "
-        f"p99 {fmt(lat['p99'], 0)} ms, errors {result['errors']}, "
-        f"mean batch {fmt(batches['mean'])}, cpu {result['cpu']}"
-    )
-    return result
-
-
 def run_single_server(
     home: Path, logs: Path, bodies: Path, args, work: Path, config: str
 ) -> dict[str, Any]:
@@ -265,7 +227,16 @@ def run_single_server(
         ready="/readyz",
     )
     with cpu.running(server, args.sharing):
-        result = closed_loop(f"one request per call: {label}", server, bodies, args, work, 8)
+        result = closed_loop(
+            f"one request per call: {label}",
+            server,
+            bodies,
+            clients=CLIENTS,
+            duration=args.duration,
+            warmup=8,
+            sharing=args.sharing,
+            work=work,
+        )
     result.pop("batch_sizes", None)
     result.update(config=config, label=label)
     return result
@@ -285,7 +256,16 @@ def run_forecaster(
     log_path = logs / f"chronos-{variant or 'main'}.log"
     server = BentoServer("bentos.chronos.service:ChronosForecaster", env, log_path)
     with cpu.running(server, args.sharing):
-        result = closed_loop(label, server, bodies, args, work, warmup=args.warmup)
+        result = closed_loop(
+            label,
+            server,
+            bodies,
+            clients=CLIENTS,
+            duration=args.duration,
+            warmup=args.warmup,
+            sharing=args.sharing,
+            work=work,
+        )
     result["variant"] = variant
     result["config_overrides"] = spec["config"]
     result["env_overrides"] = spec["env"]

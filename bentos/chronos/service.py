@@ -1,12 +1,17 @@
 """ChronosForecaster: Chronos T5, Bolt and Chronos-2 forecasts with adaptive batching.
 
-``POST /forecast`` validates a whole request (every series, the horizon, the levels) and
-then queues its series on BentoML's adaptive-batching dispatcher, which coalesces series
-from concurrent requests into shared model calls. ``POST /forecast_series`` is the same
-queue as a plain ``batchable`` endpoint, for callers that send single series.
+``POST /forecast`` validates a whole request (every series, the horizon, the levels, the
+Chronos-2 covariates) and then queues its series on the adaptive batcher, which coalesces
+series from concurrent requests into shared model calls. ``POST /forecast_series`` takes
+single-series tasks into the same queue, each validated the same way before it is queued.
+The Sapheneia and AleutianLocal routes (``bentos.chronos.seed_api``, mounted at ``/``)
+translate to and from :meth:`ChronosForecaster.forecast_inputs`, the same path as
+``/forecast``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import bentoml
 import pandas as pd
@@ -21,7 +26,9 @@ from bentos.chronos.schemas import (
     SeriesInput,
     SeriesTask,
     ServedChronosModel,
+    history_length,
 )
+from bentos.chronos.seed_api import app as seed_app
 from bentos.chronos.settings import get_chronos_settings
 from bentos.shared.batching import AdaptiveBatcher
 from bentos.shared.declare import tradeserve_service
@@ -51,9 +58,10 @@ SERVICE_NAME = "ChronosForecaster"
     # max_concurrency: requests in flight per pod before 429 (split across workers)
     traffic={"timeout": 120, "max_concurrency": 512},
     # Generous latency budget: under load a series waits for the batch in flight instead of
-    # being shed with 503 (/forecast's queue and the batchable /forecast_series alike).
+    # being shed with 503 (/forecast and /forecast_series share the queue).
     batching={"max_batch_size": 64, "max_latency_ms": 30_000},
 )
+@bentoml.asgi_app(seed_app, path="/")  # Sapheneia's and AleutianLocal's routes
 class ChronosForecaster(ModelService):
     """Serves every promoted Chronos model of the registry (or of the bento)."""
 
@@ -81,18 +89,17 @@ class ChronosForecaster(ModelService):
         self, inputs: list[SeriesInput], parameters: ForecastParameters | None = None
     ) -> ForecastResponse:
         """Forecast every series in ``inputs`` with one model."""
-        parameters = parameters or ForecastParameters()
+        return await self.forecast_inputs(inputs, parameters or ForecastParameters())
+
+    async def forecast_inputs(
+        self, inputs: list[SeriesInput], parameters: ForecastParameters
+    ) -> ForecastResponse:
+        """``/forecast``'s work: validation, the batching queue, lineage (the seed routes too)."""
         name = parameters.model or self.default_model
         runtime = self.runtime(name)
         self._check_size(inputs)
-        runtime.validate(
-            [series.target for series in inputs],
-            parameters.prediction_length,
-            parameters.quantile_levels,
-            num_samples=parameters.num_samples,
-            allow_long_horizon=parameters.allow_long_horizon,
-            labels=[series.item_id or f"inputs[{i}]" for i, series in enumerate(inputs)],
-        )
+        labels = [series.item_id or f"inputs[{i}]" for i, series in enumerate(inputs)]
+        validate_series(runtime, inputs, parameters, labels)
         starts = [forecast_start(series, parameters.freq) for series in inputs]
         tasks = [
             SeriesTask(
@@ -102,8 +109,13 @@ class ChronosForecaster(ModelService):
                 quantile_levels=parameters.quantile_levels,
                 num_samples=parameters.num_samples,
                 seed=parameters.seed,
+                temperature=parameters.temperature,
+                top_k=parameters.top_k,
+                top_p=parameters.top_p,
                 return_samples=parameters.return_samples,
                 allow_long_horizon=parameters.allow_long_horizon,
+                past_covariates=series.past_covariates,
+                future_covariates=series.future_covariates,
             )
             for series in inputs
         ]
@@ -124,10 +136,25 @@ class ChronosForecaster(ModelService):
             model=ModelRef(name=name, version=first.version, alias=first.alias),
         )
 
-    @bentoml.api(batchable=True)  # sized by the service's batching
-    def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
-        """Single series from many callers, coalesced by BentoML into shared model calls."""
-        return self.run_tasks(tasks)
+    @bentoml.api(route="/forecast_series")
+    @client_errors
+    async def forecast_series(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
+        """Single series from many callers, coalesced with /forecast's into shared model calls.
+
+        Each task is validated as /forecast validates a series before it is queued, so a bad
+        one gets its own 4xx and never joins (and fails) a batch: a BentoML ``batchable``
+        endpoint validates only after merging callers, where one error fails them all.
+        """
+        self._check_size(tasks)
+        for index, task in enumerate(tasks):
+            label = f"tasks[{index}]"
+            try:
+                validate_series(self.runtime(task.model), [task], task, [label])
+            except TradeserveError as error:
+                if str(error).startswith(label):
+                    raise
+                raise type(error)(f"{label}: {error}") from None
+        return await self.batcher.submit(tasks)
 
     def run_tasks(self, tasks: list[SeriesTask]) -> list[SeriesForecast]:
         """As few model calls as the families allow (see ``bentos.chronos.batching``)."""
@@ -142,7 +169,10 @@ class ChronosForecaster(ModelService):
                     group.levels,
                     num_samples=group.num_samples,
                     seed=group.seed,
+                    sampling=group.sampling,
                     allow_long_horizon=group.allow_long_horizon,
+                    past_covariates=[tasks[i].past_covariates for i in group.indices],
+                    future_covariates=[tasks[i].future_covariates for i in group.indices],
                 )
             for row, index in enumerate(group.indices):
                 results[index] = slice_forecast(
@@ -153,29 +183,30 @@ class ChronosForecaster(ModelService):
     @bentoml.api(route="/models")
     def served_models(self) -> ModelsResponse:
         """The models this service answers with."""
-        return ModelsResponse(
-            default_model=self.default_model,
-            models=[
-                ServedChronosModel(
-                    name=served.ref.name,
-                    version=served.ref.version,
-                    alias=served.ref.alias,
-                    kind=served.runtime.kind,
-                    context_length=served.runtime.context_length,
-                    prediction_length=served.runtime.prediction_length,
-                    quantile_levels=served.runtime.quantile_levels,
-                    device=self.models.device,
-                    dtype=str(served.runtime.dtype).removeprefix("torch."),
-                )
-                for served in self.models.models.values()
-            ],
-        )
+        return ModelsResponse(default_model=self.default_model, models=self.model_infos())
 
-    def _check_size(self, inputs: list[SeriesInput]) -> None:
+    def model_infos(self) -> list[ServedChronosModel]:
+        """What each served model is (``POST /models``, Sapheneia's ``GET /models``)."""
+        return [
+            ServedChronosModel(
+                name=served.ref.name,
+                version=served.ref.version,
+                alias=served.ref.alias,
+                kind=served.runtime.kind,
+                context_length=served.runtime.context_length,
+                prediction_length=served.runtime.prediction_length,
+                quantile_levels=served.runtime.quantile_levels,
+                device=self.models.device,
+                dtype=str(served.runtime.dtype).removeprefix("torch."),
+            )
+            for served in self.models.models.values()
+        ]
+
+    def _check_size(self, inputs: Sequence[SeriesInput | SeriesTask]) -> None:
         limit = self.settings.max_series_per_request
         if len(inputs) > limit:
             raise TradeserveError(f"{len(inputs)} series in one request; the limit is {limit}")
-        longest = max((len(series.target) for series in inputs), default=0)
+        longest = max((history_length(series.target) for series in inputs), default=0)
         if longest > self.settings.max_series_length:
             raise TradeserveError(
                 f"a series has {longest} observations; the limit is "
@@ -184,12 +215,31 @@ class ChronosForecaster(ModelService):
             )
 
 
+def validate_series(
+    runtime: ChronosRuntime,
+    series: Sequence[SeriesInput | SeriesTask],
+    parameters: ForecastParameters | SeriesTask,
+    labels: list[str],
+) -> None:
+    """The one check of every route's series: the model's own ``runtime.validate``."""
+    runtime.validate(
+        [item.target for item in series],
+        parameters.prediction_length,
+        parameters.quantile_levels,
+        num_samples=parameters.num_samples,
+        allow_long_horizon=parameters.allow_long_horizon,
+        labels=labels,
+        past_covariates=[item.past_covariates for item in series],
+        future_covariates=[item.future_covariates for item in series],
+    )
+
+
 def forecast_start(series: SeriesInput, freq: str | None) -> str | None:
     """Timestamp of the first forecast step, when the series has a start and a frequency."""
     if series.start is None or freq is None:
         return None
     try:
-        steps = pd.date_range(series.start, periods=len(series.target) + 1, freq=freq)
+        steps = pd.date_range(series.start, periods=history_length(series.target) + 1, freq=freq)
     except (ValueError, TypeError) as error:
         raise TradeserveError(
             f"cannot combine start '{series.start}' with freq '{freq}': {error}"

@@ -42,6 +42,12 @@ class ChronosSettings(BaseSettings):
         description="Longest accepted series (older points add nothing: Chronos keeps only "
         "its context length); longer get 400.",
     )
+    model_variant: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADESERVE_CHRONOS_MODEL_VARIANT", "MODEL_VARIANT"),
+        description="Model of the Sapheneia/AleutianLocal routes when a request names none "
+        "('amazon/chronos-t5-tiny' or 'chronos-t5-tiny'; Sapheneia's MODEL_VARIANT).",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from bentos.build import REPO_ROOT, TARGETS
+from bentos.chronos.compat import SEED_SLUGS
 from bentos.chronos.settings import ChronosSettings
 from bentos.factor.settings import FactorSettings
 from bentos.regime_blend.settings import BlendSettings
@@ -36,6 +37,11 @@ SERVICES = {
     "regime_blend": "tradeserve-regime-blend",
 }
 GPU_SERVICES = {"tradeserve-chronos", "tradeserve-specialists"}
+# AleutianLocal sends amazon/<slug> to http://forecast-<slug>:8000, the rest (and its
+# standalone mode) to http://forecast-service:8000
+ALEUTIAN_PORT = 8000
+ALEUTIAN_FORWARDER = "forecast-service"
+ALEUTIAN_ALIASES = [f"forecast-{slug}" for slug in SEED_SLUGS]
 
 
 def manifest_files() -> list[Path]:
@@ -176,7 +182,7 @@ def test_composite_points_at_the_specialists_service_by_url():
 def test_compose_has_the_same_services_images_and_ports():
     services = compose()["services"]
     k8s_services = {d["metadata"]["name"] for d in documents() if d["kind"] == "Service"}
-    assert set(services) == k8s_services
+    assert set(services) == k8s_services - set(ALEUTIAN_ALIASES)  # compose: network aliases
     for name in SERVICES.values():
         main = container(find("Deployment", name))
         assert services[name]["image"] == main["image"]
@@ -187,6 +193,26 @@ def test_compose_has_the_same_services_images_and_ports():
     mlflow = container(find("Deployment", "mlflow"))
     assert services["mlflow"]["image"] == mlflow["image"]
     assert services["mlflow"]["command"] == mlflow["args"]
+
+
+def test_aleutianlocal_routing_names_reach_the_chronos_pods():
+    """Each name of AleutianLocal's routing table is, on Kubernetes, a Service on its port in
+    front of the Chronos pods and, on one host, a name of the forwarder to the Chronos
+    container."""
+    chronos = find("Deployment", SERVICES["chronos"])
+    for name in [ALEUTIAN_FORWARDER, *ALEUTIAN_ALIASES]:
+        service = find("Service", name)
+        assert service["spec"]["selector"] == chronos["spec"]["selector"]["matchLabels"], name
+        assert service["spec"]["ports"] == [
+            {"name": "http", "port": ALEUTIAN_PORT, "targetPort": "http", "protocol": "TCP"}
+        ], name
+    forwarder = compose()["services"][ALEUTIAN_FORWARDER]
+    assert sorted(forwarder["networks"]["default"]["aliases"]) == sorted(ALEUTIAN_ALIASES)
+    assert forwarder["command"] == [
+        f"TCP-LISTEN:{ALEUTIAN_PORT},fork,reuseaddr",
+        f"TCP:{SERVICES['chronos']}:{BENTO_PORT}",
+    ]
+    assert forwarder["depends_on"] == {SERVICES["chronos"]: {"condition": "service_started"}}
 
 
 def test_compose_and_kubernetes_give_the_bentos_the_same_settings():

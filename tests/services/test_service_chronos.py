@@ -14,7 +14,9 @@ import pytest
 from harness.metrics import sample_totals
 from registry.loading import load_version
 from registry.resolve import resolve
+from training_hooks.chronos.validation import T5Sampling
 
+KNOBS = T5Sampling(temperature=0.7, top_k=20)  # T5's sampling knobs, honoured as sent
 rng = np.random.default_rng(7)
 SERIES = [
     (np.cumsum(rng.normal(size=80)) + 100.0).tolist(),
@@ -38,7 +40,7 @@ def test_served_forecasts_equal_in_process_forecasts(chronos_server, demo_regist
     levels = [0.1, 0.5, 0.9]
     parameters = {"prediction_length": 7, "quantile_levels": levels, "model": name}
     if name.startswith("chronos-t5"):
-        parameters |= {"num_samples": 8, "seed": 11}
+        parameters |= {"num_samples": 8, "seed": 11, "temperature": 0.7, "top_k": 20}
     with bentoml.SyncHTTPClient(chronos_server.url) as client:
         body = client.forecast(
             inputs=[{"target": SERIES[0], "item_id": "A"}, {"target": SERIES[1], "item_id": "B"}],
@@ -49,7 +51,8 @@ def test_served_forecasts_equal_in_process_forecasts(chronos_server, demo_regist
     runtime = load_version(resolve(name)).runtime
     if name.startswith("chronos-t5"):  # sampling: one seeded call per series, as served
         expected = [
-            runtime.forecast([np.asarray(s)], 7, levels, num_samples=8, seed=11) for s in SERIES
+            runtime.forecast([np.asarray(s)], 7, levels, num_samples=8, seed=11, sampling=KNOBS)
+            for s in SERIES
         ]
         rows = [batch.row(0) for batch in expected]
     else:

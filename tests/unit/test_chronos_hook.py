@@ -209,6 +209,33 @@ def test_runtime_describes_model(runtimes: dict[ChronosKind, ChronosRuntime]) ->
     assert all(isinstance(runtime, FamilyRuntime) for runtime in runtimes.values())
 
 
+# ``flags`` lines of real CPUs (/proc/cpuinfo, trimmed): Sapphire Rapids has AMX and
+# AVX512-BF16; Ice Lake server has AVX-512 without bf16; Zen 3 has neither; a hypervisor may
+# hide them behind lookalike names.
+SAPPHIRE_RAPIDS = (
+    "flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
+)
+ICE_LAKE = "flags\t\t: fpu sse4_2 avx2 avx512f avx512dq avx512_vnni avx512_bitalg avx512_vpopcntdq"
+ZEN3 = "flags\t\t: fpu sse4_2 avx2 fma bmi2 sha_ni vaes vpclmulqdq"
+LOOKALIKE = "flags\t\t: fpu avx512f xavx512_bf16 amx_bf16x\nbugs\t\t: amx_bf16 avx512_bf16"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [(SAPPHIRE_RAPIDS, True), (ICE_LAKE, False), (ZEN3, False), (LOOKALIKE, False), ("", False)],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo: str, native: bool) -> None:
+    processor = f"processor\t: 0\nmodel name\t: some cpu\n{cpuinfo}\n"
+    assert chronos_runtime.native_cpu_bf16(processor) is native
+
+
+def test_native_bf16_of_this_machine_matches_its_flags() -> None:
+    text = Path("/proc/cpuinfo").read_text()
+    flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+    expected = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert chronos_runtime.native_cpu_bf16() is expected
+
+
 def test_bf16_is_used_on_cpus_that_compute_it_natively(
     model_dirs: dict[ChronosKind, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,7 +378,8 @@ def test_rejects_unusable_sources(tmp_path: Path, model_dirs: dict[ChronosKind, 
         ([np.nan] * 10, "no observed values"),
         ([1.0, 2.0, np.nan, 3.0, 4.0], f"4 observed values; at least {MIN_OBSERVATIONS}"),
         (["a", "b", "c", "d", "e"], "must be a list of numbers"),
-        ([[1.0, 2.0]] * 5, "multivariate targets are not supported"),
+        ([[1.0, 2.0]] * 5, r"multivariate targets \(a list of lists\) need a Chronos-2 model"),
+        ([1.0, 2.0, 3.0, 4.0, 5.0, -1e300], r"has -1e\+300 at position 5, beyond \+-1e\+15"),
     ],
 )
 def test_rejects_bad_series(
@@ -468,3 +496,131 @@ def test_register_demo_chronos(embedded_registry: Settings, tmp_path: Path) -> N
         assert tags["untrained"] == "true"
         assert tags["data_source"] == "random-init"
     assert client.get_model_version("chronos-2", "1").tags["architecture"] == "chronos2-small"
+
+
+# ---------------------------------------------------------------------------- Chronos-2 inputs
+
+
+def chronos2_inputs() -> list[Any]:
+    """Chronos-2 inputs of three schemas: a plain series; two with a numeric and a
+    categorical covariate, the latter known into the future; a multivariate target."""
+    rng = np.random.default_rng(3)
+
+    def walk(length: int) -> np.ndarray:
+        return 20.0 + rng.normal(size=length).cumsum()
+
+    def with_covariates(length: int) -> dict[str, Any]:
+        return {
+            "target": walk(length),
+            "past_covariates": {
+                "rate": rng.normal(size=length),
+                "session": rng.choice(["asia", "us"], size=length),
+            },
+            "future_covariates": {"session": rng.choice(["asia", "eu"], size=HORIZON)},
+        }
+
+    multivariate = {"target": np.stack([walk(35), walk(35)]), "past_covariates": {"x": walk(35)}}
+    return [walk(50), with_covariates(40), with_covariates(30), multivariate]
+
+
+def test_chronos2_forecasts_each_input_schema_as_its_own_call(
+    runtimes: dict[ChronosKind, ChronosRuntime],
+) -> None:
+    runtime, inputs = runtimes["chronos2"], chronos2_inputs()
+    items = [item if isinstance(item, dict) else {"target": item} for item in inputs]
+    batch = runtime.forecast(
+        [item["target"] for item in items],
+        HORIZON,
+        LEVELS,
+        past_covariates=[item.get("past_covariates") for item in items],
+        future_covariates=[item.get("future_covariates") for item in items],
+    )
+    assert batch.quantiles.shape == (5, HORIZON, 3)  # the multivariate series has two rows
+    assert batch.variates == (None, None, None, 2)
+    # What the pipeline answers when called once per schema.
+    for indices in ([0], [1, 2], [3]):
+        quantiles, _ = runtime.pipeline.predict_quantiles(
+            [inputs[i] for i in indices], prediction_length=HORIZON, quantile_levels=LEVELS
+        )
+        for index, expected in zip(indices, quantiles, strict=True):
+            np.testing.assert_allclose(
+                batch.quantiles[batch.rows(index)], expected.numpy(), rtol=1e-5, atol=1e-5
+            )
+    assert np.asarray(batch.row(3)["0.5"]).shape == (2, HORIZON)
+    assert np.asarray(batch.row(1)["0.5"]).shape == (HORIZON,)
+
+
+COVARIATE_TARGET = np.linspace(1.0, 2.0, 20)
+
+
+@pytest.mark.parametrize(
+    ("kind", "past", "future", "message"),
+    [
+        ("bolt", {"x": [1.0] * 20}, None, r"covariates need a Chronos-2 model \('chronos-2'\)"),
+        ("t5", None, {"x": [1.0] * 4}, "covariates need a Chronos-2 model"),
+        ("chronos2", {"x": [1.0] * 19}, None, r"past covariate 'x' has 19 values; it needs 20"),
+        ("chronos2", {"x": [1.0] * 20}, {"x": [1.0] * 5}, r"has 5 values; it needs 4 \(prediction"),
+        ("chronos2", {"x": [1.0] * 20}, {"y": [1.0] * 4}, r"\['y'\] have no past values"),
+        ("chronos2", {"x": [1.0] * 19 + [np.inf]}, None, "infinite value at position 19"),
+        ("chronos2", {"x": [1.0] * 19 + [1e20]}, None, r"1e\+20 at position 19, beyond"),
+        ("chronos2", {"x": ["a"] * 19 + [1.0]}, None, r"mixes strings and other values \(1.0\)"),
+        ("chronos2", {"x": ["a"] * 20}, {"x": [1.0] * 4}, "numeric but its past values are categ"),
+        ("chronos2", {"x": [1.0] * 20}, {"x": ["a"] * 4}, "categorical but its past values are nu"),
+        ("chronos2", {"": [1.0] * 20}, None, "names must not be empty"),
+    ],
+)
+def test_rejects_bad_covariates(
+    kind: ChronosKind,
+    past: dict[str, Any] | None,
+    future: dict[str, Any] | None,
+    message: str,
+    runtimes: dict[ChronosKind, ChronosRuntime],
+) -> None:
+    with pytest.raises(ForecastInputError, match=message):
+        runtimes[kind].validate(
+            [COVARIATE_TARGET], 4, LEVELS, past_covariates=[past], future_covariates=[future]
+        )
+
+
+def test_missing_covariate_values_keep_their_kind(
+    runtimes: dict[ChronosKind, ChronosRuntime],
+) -> None:
+    checked = runtimes["chronos2"].validate(
+        [COVARIATE_TARGET],
+        4,
+        LEVELS,
+        past_covariates=[{"x": ["a", None] * 10, "y": [None] * 20}],
+        future_covariates=[{"x": [None] * 4}],
+    )
+    assert checked.past_covariates[0]["x"].dtype == object
+    assert np.isnan(checked.past_covariates[0]["y"]).all()
+    assert checked.future_covariates[0]["x"].dtype == object  # all missing, still categorical
+
+
+def test_groups_keep_chronos2_schemas_apart(runtimes: dict[ChronosKind, ChronosRuntime]) -> None:
+    from bentos.chronos.batching import group_tasks
+    from bentos.chronos.schemas import SeriesTask
+
+    by_name = {NAMES[kind]: runtime for kind, runtime in runtimes.items()}
+    target = COVARIATE_TARGET.tolist()
+
+    def task(model: str = "chronos-2", **extra: Any) -> SeriesTask:
+        fields = {"target": target, "prediction_length": 4, "quantile_levels": LEVELS}
+        return SeriesTask(model=model, **(fields | extra))
+
+    numeric, categorical = {"x": [1.0] * 20}, {"x": ["a"] * 20}
+    tasks = [
+        task(),
+        task(past_covariates=numeric),
+        task(),
+        task(past_covariates=categorical),
+        task(past_covariates=numeric),
+        task(past_covariates=numeric, future_covariates={"x": [2.0] * 4}),
+        task(target=[target, target], past_covariates=numeric),
+        task(target=[target, target], past_covariates=categorical),
+        task(target=[target, target], past_covariates=categorical),
+        task(model="chronos-bolt-tiny", prediction_length=2),
+        task(model="chronos-bolt-tiny"),
+    ]
+    groups = [sorted(group.indices) for group in group_tasks(tasks, by_name.__getitem__)]
+    assert sorted(groups) == [[0, 2], [1, 4], [3], [5], [6], [7], [8], [9, 10]]

@@ -2,7 +2,8 @@
 
 :class:`ChronosRuntime` loads a Hugging Face model folder with
 ``BaseChronosPipeline.from_pretrained`` and hides the differences between the three
-pipelines behind one batched :meth:`ChronosRuntime.forecast`; requests are checked with
+pipelines behind one batched :meth:`ChronosRuntime.forecast` (Chronos-2 also with
+multivariate targets and covariates); requests are checked with
 :mod:`training_hooks.chronos.validation` first. Also here: the dtype choice, the forecast
 batch and the name and column helpers that the service and the gate share.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +32,9 @@ from training_hooks.chronos.validation import (
     ChronosSourceError,
     ForecastInputError,
     ForecastParams,
+    T5Sampling,
+    input_schema,
+    validate_covariates,
     validate_num_samples,
     validate_prediction_length,
     validate_quantile_levels,
@@ -65,28 +68,55 @@ def kind_of_name(name: str) -> ChronosKind:
 
 @dataclass(frozen=True)
 class ForecastBatch:
-    """Forecasts for B series over H steps (CPU float32 numpy arrays)."""
+    """Forecasts for B series over H steps (CPU float32 numpy arrays); a multivariate series
+    (Chronos-2) has one row per target variate, in order."""
 
     quantile_levels: tuple[float, ...]
-    quantiles: np.ndarray  # [B, H, Q]
-    mean: np.ndarray  # [B, H]; the median for Bolt and Chronos-2
+    quantiles: np.ndarray  # [rows, H, Q]; rows = B unless a series is multivariate
+    mean: np.ndarray  # [rows, H]; the median for Bolt and Chronos-2
     samples: np.ndarray | None = None  # [B, S, H], T5 only
+    variates: tuple[int | None, ...] | None = None  # per series: None (flat target) or V
 
-    def row(self, index: int) -> dict[str, list[float]]:
-        """One series' forecast keyed "mean" and :func:`quantile_key` of each level."""
-        out = {"mean": self.mean[index].tolist()}
+    def rows(self, index: int) -> slice:
+        """Rows of series ``index`` in ``quantiles`` and ``mean``."""
+        if self.variates is None:
+            return slice(index, index + 1)
+        start = sum(count or 1 for count in self.variates[:index])
+        return slice(start, start + (self.variates[index] or 1))
+
+    def multivariate(self, index: int) -> bool:
+        """Whether series ``index`` came as a list of variates (answered as lists of lists)."""
+        return self.variates is not None and self.variates[index] is not None
+
+    def row(self, index: int) -> dict[str, list[Any]]:
+        """One series' forecast keyed "mean" and :func:`quantile_key` of each level (lists of
+        lists, one per variate, for a multivariate series)."""
+        rows = self.rows(index)
+
+        def values(array: np.ndarray) -> list[Any]:
+            return array.tolist() if self.multivariate(index) else array[0].tolist()
+
+        out = {"mean": values(self.mean[rows])}
         for position, level in enumerate(self.quantile_levels):
-            out[quantile_key(level)] = self.quantiles[index, :, position].tolist()
+            out[quantile_key(level)] = values(self.quantiles[rows, :, position])
         return out
 
 
-def native_cpu_bf16() -> bool:
-    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX; Linux flags)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+def native_cpu_bf16(cpuinfo: str | None = None) -> bool:
+    """True when this CPU computes bfloat16 in hardware: AVX512-BF16 or AMX among the
+    ``flags`` of ``cpuinfo`` (default: this machine's ``/proc/cpuinfo``; Linux only)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {
+        flag
+        for line in cpuinfo.splitlines()
+        if line.split(":", 1)[0].strip() == "flags"
+        for flag in line.split(":", 1)[1].split()
+    }
+    return not flags.isdisjoint({"avx512_bf16", "amx_bf16"})
 
 
 def resolve_dtype(requested: str | None, device: str) -> torch.dtype:
@@ -183,19 +213,42 @@ class ChronosRuntime:
         num_samples: int | None = None,
         allow_long_horizon: bool | None = None,
         labels: Sequence[str] | None = None,
+        *,
+        past_covariates: Sequence[Mapping[str, Any] | None] | None = None,
+        future_covariates: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> CheckedRequest:
-        """Validate a whole request against this model; raises :class:`ForecastInputError`."""
+        """Validate a whole request against this model; raises :class:`ForecastInputError`.
+
+        ``past_covariates``/``future_covariates`` hold one mapping (or None) per series;
+        only Chronos-2 takes covariates and multivariate targets.
+        """
         if len(series) == 0:
             raise ForecastInputError("no series to forecast; send at least one")
         labels = labels or [f"series {index}" for index in range(len(series))]
         allow = self.allow_long_horizon if allow_long_horizon is None else allow_long_horizon
+        multivariate = self.kind == "chronos2"
+        checked = [
+            validate_series(values, label, multivariate)
+            for values, label in zip(series, labels, strict=True)
+        ]
+        horizon = validate_prediction_length(prediction_length, self.info, allow)
+        levels = validate_quantile_levels(quantile_levels, self.info)
+        samples = validate_num_samples(num_samples, self.info)
+        pasts = past_covariates or [None] * len(series)
+        futures = future_covariates or [None] * len(series)
+        covariates = [
+            validate_covariates(
+                past, future, history=values.shape[-1], horizon=horizon, info=self.info, label=label
+            )
+            for values, past, future, label in zip(checked, pasts, futures, labels, strict=True)
+        ]
         return CheckedRequest(
-            series=[
-                validate_series(values, label) for values, label in zip(series, labels, strict=True)
-            ],
-            prediction_length=validate_prediction_length(prediction_length, self.info, allow),
-            quantile_levels=validate_quantile_levels(quantile_levels, self.info),
-            num_samples=validate_num_samples(num_samples, self.info),
+            series=checked,
+            prediction_length=horizon,
+            quantile_levels=levels,
+            num_samples=samples,
+            past_covariates=[past for past, _ in covariates],
+            future_covariates=[future for _, future in covariates],
         )
 
     def forecast(
@@ -206,22 +259,38 @@ class ChronosRuntime:
         num_samples: int | None = None,
         seed: int | None = None,
         *,
+        sampling: T5Sampling | None = None,
         allow_long_horizon: bool | None = None,
         labels: Sequence[str] | None = None,
+        past_covariates: Sequence[Mapping[str, Any] | None] | None = None,
+        future_covariates: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> ForecastBatch:
-        """Forecast a batch of 1-D series (NaN = missing) ``prediction_length`` steps ahead.
+        """Forecast a batch of series (NaN = missing) ``prediction_length`` steps ahead.
 
-        ``num_samples`` and ``seed`` apply to T5 only (sampling) and are ignored otherwise;
-        with a ``seed`` T5 results are reproducible. Raises :class:`ForecastInputError`.
+        ``num_samples``, ``seed`` and ``sampling`` apply to T5 only (sampling) and are
+        ignored otherwise; with a ``seed`` T5 results are reproducible. Chronos-2 also takes
+        multivariate series and covariates (see :meth:`validate`). Raises
+        :class:`ForecastInputError`.
         """
         request = self.validate(
-            series, prediction_length, quantile_levels, num_samples, allow_long_horizon, labels
+            series,
+            prediction_length,
+            quantile_levels,
+            num_samples,
+            allow_long_horizon,
+            labels,
+            past_covariates=past_covariates,
+            future_covariates=future_covariates,
         )
-        context = [torch.as_tensor(values, dtype=torch.float32) for values in request.series]
         horizon, levels = request.prediction_length, request.quantile_levels
         with torch.inference_mode():
+            if self.kind == "chronos2":
+                return self._forecast_chronos2(request)
+            context = [torch.as_tensor(values, dtype=torch.float32) for values in request.series]
             if self.kind == "t5":
-                return self._forecast_t5(context, horizon, levels, request.num_samples, seed)
+                return self._forecast_t5(
+                    context, horizon, levels, request.num_samples, seed, sampling
+                )
             return self._forecast_quantiles(context, horizon, levels)
 
     def _forecast_t5(
@@ -231,10 +300,12 @@ class ChronosRuntime:
         levels: tuple[float, ...],
         num_samples: int | None,
         seed: int | None,
+        sampling: T5Sampling | None = None,
     ) -> ForecastBatch:
+        knobs = sampling.model_dump() if sampling is not None else {}
         with _SAMPLING_LOCK, self._seeded(seed):
             samples = self.pipeline.predict(
-                context, prediction_length=horizon, num_samples=num_samples
+                context, prediction_length=horizon, num_samples=num_samples, **knobs
             )
         # Same reduction as ChronosPipeline.predict_quantiles, keeping the samples.
         paths = samples.swapaxes(1, 2)  # [B, H, S]
@@ -254,11 +325,47 @@ class ChronosRuntime:
         quantiles, mean = self.pipeline.predict_quantiles(
             context, prediction_length=horizon, quantile_levels=list(levels)
         )
-        if isinstance(quantiles, list):  # Chronos-2: one [n_variates=1, H, Q] per series
-            quantiles, mean = torch.cat(quantiles, dim=0), torch.cat(mean, dim=0)
         return ForecastBatch(
             quantile_levels=levels, quantiles=quantiles.float().numpy(), mean=mean.float().numpy()
         )
+
+    def _forecast_chronos2(self, request: CheckedRequest) -> ForecastBatch:
+        """One pipeline call per input schema (Chronos-2 takes one per call; see
+        :class:`~training_hooks.chronos.validation.InputSchema`), answers in request order."""
+        calls: dict[Any, list[int]] = {}
+        for index, (values, past, future) in enumerate(
+            zip(request.series, request.past_covariates, request.future_covariates, strict=True)
+        ):
+            schema = input_schema(values, past, future)
+            calls.setdefault(schema if schema.shareable else (schema, index), []).append(index)
+        quantiles: list[torch.Tensor] = [torch.empty(0)] * len(request.series)
+        mean: list[torch.Tensor] = [torch.empty(0)] * len(request.series)
+        for indices in calls.values():
+            answer_q, answer_m = self.pipeline.predict_quantiles(
+                [self._chronos2_input(request, index) for index in indices],
+                prediction_length=request.prediction_length,
+                quantile_levels=list(request.quantile_levels),
+            )
+            for index, series_q, series_m in zip(indices, answer_q, answer_m, strict=True):
+                quantiles[index], mean[index] = series_q, series_m  # [V, H, Q], [V, H]
+        variates = tuple(None if values.ndim == 1 else len(values) for values in request.series)
+        return ForecastBatch(
+            quantile_levels=request.quantile_levels,
+            quantiles=torch.cat(quantiles).float().numpy(),
+            mean=torch.cat(mean).float().numpy(),
+            variates=None if all(count is None for count in variates) else variates,
+        )
+
+    @staticmethod
+    def _chronos2_input(request: CheckedRequest, index: int) -> torch.Tensor | dict[str, Any]:
+        """A plain tensor, or Chronos-2's dict input when the series has covariates."""
+        values, past = request.series[index], request.past_covariates[index]
+        if not past:
+            return torch.as_tensor(values, dtype=torch.float32)
+        item: dict[str, Any] = {"target": values, "past_covariates": past}
+        if request.future_covariates[index]:
+            item["future_covariates"] = request.future_covariates[index]
+        return item
 
     @contextlib.contextmanager
     def _seeded(self, seed: int | None) -> Iterator[None]:
