@@ -2,7 +2,7 @@
 
 The request limits also answer to their former names (``TRADESERVE_MAX_SERIES_PER_REQUEST``,
 ``TRADESERVE_MAX_SERIES_LENGTH``). ``TRADESERVE_CHRONOS_DTYPE`` is read by the Chronos
-runtime itself (``training_hooks.chronos.runtime.DTYPE_ENV``), which also runs outside this
+runtime itself (``training_hooks.chronos.dtype.DTYPE_ENV``), which also runs outside this
 service.
 """
 

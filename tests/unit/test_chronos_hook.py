@@ -25,7 +25,7 @@ from safetensors import safe_open
 
 from registry.runtime import FamilyRuntime
 from registry.settings import Settings
-from training_hooks.chronos import runtime as chronos_runtime
+from training_hooks.chronos import dtype as chronos_dtype
 from training_hooks.chronos.builders import build_random_chronos
 from training_hooks.chronos.demo import register_demo_chronos
 from training_hooks.chronos.log import log_chronos
@@ -226,22 +226,22 @@ LOOKALIKE = "flags\t\t: fpu avx512f xavx512_bf16 amx_bf16x\nbugs\t\t: amx_bf16 a
 )
 def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo: str, native: bool) -> None:
     processor = f"processor\t: 0\nmodel name\t: some cpu\n{cpuinfo}\n"
-    assert chronos_runtime.native_cpu_bf16(processor) is native
+    assert chronos_dtype.native_cpu_bf16(processor) is native
 
 
 def test_native_bf16_of_this_machine_matches_its_flags() -> None:
     text = Path("/proc/cpuinfo").read_text()
     flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
     expected = "avx512_bf16" in flags or "amx_bf16" in flags
-    assert chronos_runtime.native_cpu_bf16() is expected
+    assert chronos_dtype.native_cpu_bf16() is expected
 
 
 def test_bf16_is_used_on_cpus_that_compute_it_natively(
     model_dirs: dict[ChronosKind, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chronos_runtime, "native_cpu_bf16", lambda: False)  # emulated: slower
+    monkeypatch.setattr(chronos_dtype, "native_cpu_bf16", lambda: False)  # emulated: slower
     assert ChronosRuntime.load(model_dirs["bolt"], {"dtype": "bfloat16"}).dtype == torch.float32
-    monkeypatch.setattr(chronos_runtime, "native_cpu_bf16", lambda: True)
+    monkeypatch.setattr(chronos_dtype, "native_cpu_bf16", lambda: True)
     for kind in ("bolt", "chronos2"):
         full = ChronosRuntime.load(model_dirs[kind], {})
         half = ChronosRuntime.load(model_dirs[kind], {"dtype": "bfloat16"})

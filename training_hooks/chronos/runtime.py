@@ -4,15 +4,15 @@
 ``BaseChronosPipeline.from_pretrained`` and hides the differences between the three
 pipelines behind one batched :meth:`ChronosRuntime.forecast` (Chronos-2 also with
 multivariate targets and covariates); requests are checked with
-:mod:`training_hooks.chronos.validation` first. Also here: the dtype choice, the forecast
-batch and the name and column helpers that the service and the gate share.
+:mod:`training_hooks.chronos.validation` first. Also here: the forecast batch and the name
+and column helpers that the service and the gate share; the dtype choice is in
+:mod:`training_hooks.chronos.dtype`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from registry.families import Family, check_name
+from training_hooks.chronos.dtype import resolve_dtype
 from training_hooks.chronos.validation import (
     DEFAULT_QUANTILE_LEVELS,
     CheckedRequest,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DTYPE_ENV = "TRADESERVE_CHRONOS_DTYPE"
 # T5 samples from torch's process-wide random stream; a seeded call must own it from seeding
 # to its last draw, so sampling calls of concurrent threads take turns.
 _SAMPLING_LOCK = threading.Lock()
@@ -100,40 +100,6 @@ class ForecastBatch:
         for position, level in enumerate(self.quantile_levels):
             out[quantile_key(level)] = values(self.quantiles[rows, :, position])
         return out
-
-
-def native_cpu_bf16(cpuinfo: str | None = None) -> bool:
-    """True when this CPU computes bfloat16 in hardware: AVX512-BF16 or AMX among the
-    ``flags`` of ``cpuinfo`` (default: this machine's ``/proc/cpuinfo``; Linux only)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = {
-        flag
-        for line in cpuinfo.splitlines()
-        if line.split(":", 1)[0].strip() == "flags"
-        for flag in line.split(":", 1)[1].split()
-    }
-    return not flags.isdisjoint({"avx512_bf16", "amx_bf16"})
-
-
-def resolve_dtype(requested: str | None, device: str) -> torch.dtype:
-    """float32 unless config or ``TRADESERVE_CHRONOS_DTYPE`` asks for bfloat16, which is
-    honoured on CUDA and on CPUs with native bf16; elsewhere bf16 is emulated (slower than
-    float32), so the request falls back to float32 with a warning."""
-    name = (requested or os.environ.get(DTYPE_ENV) or "float32").lower()
-    if name not in ("float32", "bfloat16"):
-        raise ChronosSourceError(f"unsupported Chronos dtype '{name}'; use float32 or bfloat16")
-    if name == "bfloat16" and not device.startswith("cuda") and not native_cpu_bf16():
-        logger.warning(
-            "bfloat16 requested on %s, whose CPU has no native bf16 (AVX512-BF16 or AMX); "
-            "using float32",
-            device,
-        )
-        return torch.float32
-    return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
 class ChronosRuntime:
