@@ -44,6 +44,7 @@ ACTOR = "cli-tester"
 ALPHA = "venue-quantiles-alpha"  # v1 champion, v2 not promoted: read by the listing tests
 BETA = "venue-quantiles-beta"  # three versions, never promoted: the promote/rollback flow
 GAMMA = "venue-quantiles-gamma"  # one version, never promoted
+DELTA = "venue-quantiles-delta"  # one version: a challenger promoted by one test, read back
 BEAR = "specialist-bear"  # v1 champion, v2 predicts NaN
 
 
@@ -101,6 +102,7 @@ def cli_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for medium in (1e4, 2e4, 3e4):
             log_table("beta", medium, 0.9)
         log_table("gamma", 1e4, 0.9)
+        log_table("delta", 1e4, 0.9)
         log_policy(home / "policies", "bear", nan=False)
         log_policy(home / "policies", "bear", nan=True)
         promote(ALPHA, "1", reason="fixture")
@@ -170,7 +172,7 @@ def test_models_table(cli_home: Path) -> None:
         "(UTC)",
     ]
     rows = {line.split()[1]: line.split() for line in lines[1:]}
-    assert set(rows) == {ALPHA, BETA, GAMMA, BEAR}
+    assert set(rows) == {ALPHA, BETA, GAMMA, DELTA, BEAR}
     assert rows[ALPHA][:5] == ["venue-quantiles", ALPHA, "1", "Production", "2"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", " ".join(rows[ALPHA][5:]))
     assert rows[GAMMA][:5] == ["venue-quantiles", GAMMA, "-", "-", "1"]
@@ -180,7 +182,7 @@ def test_models_table(cli_home: Path) -> None:
 def test_models_json(cli_home: Path) -> None:
     listed = json.loads(ok(cli_home, "models", "--json"))
     assert isinstance(listed, list) and [entry["name"] for entry in listed] == sorted(
-        [BEAR, ALPHA, BETA, GAMMA], key=lambda name: (name.startswith("venue"), name)
+        [BEAR, ALPHA, BETA, GAMMA, DELTA], key=lambda name: (name.startswith("venue"), name)
     )
     for entry in listed:
         assert {"family", "name", "version", "alias", "stage"} <= set(entry)
@@ -343,19 +345,19 @@ def test_the_cli_writes_to_the_registry_it_was_pointed_at(
     cli_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the processes did is what the registry holds (read back in-process)."""
-    ok(cli_home, "promote", GAMMA, "1", "--alias", "challenger", "--reason", "shadow")
+    ok(cli_home, "promote", DELTA, "1", "--alias", "challenger", "--reason", "shadow")
     monkeypatch.setenv("TRADESERVE_HOME", str(cli_home))
     clear_mlflow_uris(monkeypatch)
     get_settings.cache_clear()
     try:
-        (entry,) = history(GAMMA)
+        (entry,) = history(DELTA)
         assert (entry.alias, entry.to_version, entry.actor, entry.reason) == (
             "challenger",
             "1",
             ACTOR,
             "shadow",
         )
-        model = store.client().get_registered_model(GAMMA)
+        model = store.client().get_registered_model(DELTA)
         assert {alias: str(version) for alias, version in model.aliases.items()} == {
             "challenger": "1"
         }
