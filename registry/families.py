@@ -7,6 +7,10 @@ dotted path of its runtime class and the bentos that bake its promoted versions.
 entry here, one package in ``training_hooks/`` and one in ``bentos/`` (README: "Adding a
 family"). Runtime classes are named by path and imported lazily: the registry core never
 imports ``training_hooks`` or ``bentos`` by module name.
+
+A tag-only family (``tabular``: XGBoost and scikit-learn models under names of their users'
+choosing) is recognised by the ``family`` tag alone; its name rule only keeps the names the
+other families claim out of it, so no name is ever ambiguous.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ class FamilySpec(BaseModel):
     )
     required: bool = Field(
         default=True, description="Whether those bentos need at least one promoted version"
+    )
+    tag_only: bool = Field(
+        default=False,
+        description="Its models are known by their `family` tag alone: no name implies it, and "
+        "its pattern admits only names that no other family claims",
     )
 
     @property
@@ -93,14 +102,29 @@ FAMILIES: tuple[FamilySpec, ...] = (
         bentos=("factor",),
         required=False,
     ),
+    FamilySpec(
+        value="tabular",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+        name_rule="any name no other family claims (letters, digits, '_', '.', '-'), tagged "
+        "family=tabular",
+        runtime="training_hooks.tabular.runtime:TabularRuntime",
+        bentos=("factor",),
+        required=False,
+        tag_only=True,
+    ),
 )
 
 Family = StrEnum("Family", {spec.member: spec.value for spec in FAMILIES})  # type: ignore[misc]
 Family.__doc__ = "The model families of :data:`FAMILIES`."
 
 _SPECS: dict[str, FamilySpec] = {spec.value: spec for spec in FAMILIES}
+_NAMED = [spec for spec in FAMILIES if not spec.tag_only]
+_CLAIMED = "|".join(f"(?:{spec.pattern})" for spec in _NAMED)
 _PATTERNS: dict[str, re.Pattern[str]] = {
-    spec.value: re.compile(rf"^(?:{spec.pattern})$") for spec in FAMILIES
+    spec.value: re.compile(
+        rf"^(?!(?:{_CLAIMED})$)(?:{spec.pattern})$" if spec.tag_only else rf"^(?:{spec.pattern})$"
+    )
+    for spec in FAMILIES
 }
 
 
@@ -110,12 +134,17 @@ def family_spec(family: Family | str) -> FamilySpec:
 
 
 def family_of(name: str) -> Family:
-    """The family a registered-model name belongs to, by its naming rule."""
-    for value, pattern in _PATTERNS.items():
-        if pattern.match(name):
-            return Family(value)
-    rules = ", ".join(spec.name_rule for spec in FAMILIES)
-    raise InvalidModelNameError(f"'{name}' matches no model family; expected one of: {rules}")
+    """The family a registered-model name belongs to, by its naming rule (families known by
+    their tag alone are never inferred from a name)."""
+    for spec in _NAMED:
+        if _PATTERNS[spec.value].match(name):
+            return Family(spec.value)
+    rules = ", ".join(spec.name_rule for spec in _NAMED)
+    tagged = ", ".join(spec.value for spec in FAMILIES if spec.tag_only)
+    raise InvalidModelNameError(
+        f"'{name}' matches no model family; expected one of: {rules} "
+        f"(or a {tagged} model, known by its `family` tag)"
+    )
 
 
 def check_name(name: str, family: Family) -> None:

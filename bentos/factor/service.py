@@ -1,5 +1,6 @@
-"""FactorModels: XGBoost factor models, their payloads for tree-running clients, and
-per-venue order-size thresholds.
+"""FactorModels: XGBoost factor models and tabular models (any XGBoost or scikit-learn
+model tagged ``tabular``), their payloads for tree-running clients, and per-venue
+order-size thresholds; N1V1's serving routes beside the native ones (``n1v1``).
 
 Predictions go straight from the JSON rows to ``Booster.inplace_predict`` (no pandas on
 the hot path); many rows in one request are one vectorised call.
@@ -10,7 +11,9 @@ from __future__ import annotations
 import logging
 
 import bentoml
+import numpy as np
 
+from bentos.factor import n1v1
 from bentos.factor.schemas import (
     FactorModelsResponse,
     PayloadResponse,
@@ -18,6 +21,7 @@ from bentos.factor.schemas import (
     ServedFactorModel,
     VenueThresholdsResponse,
 )
+from bentos.factor.served import PredictiveModels
 from bentos.factor.settings import get_factor_settings
 from bentos.shared.declare import tradeserve_service
 from bentos.shared.errors import client_errors
@@ -26,7 +30,6 @@ from bentos.shared.metrics import observe_call
 from bentos.shared.model_source import ModelSet
 from registry.errors import NotPromotedError
 from registry.families import Family, venue_quantiles_name
-from training_hooks.factor.runtime import FactorRuntime
 from training_hooks.venue_quantiles.runtime import VenueQuantilesRuntime
 
 SERVICE_NAME = "FactorModels"
@@ -42,18 +45,19 @@ logger = logging.getLogger("tradeserve.factor")
     logging={"access": {"enabled": False}},
 )
 class FactorModels(ModelService):
-    """Serves every promoted factor model and venue-quantile table."""
+    """Serves every promoted factor and tabular model and venue-quantile table."""
 
     def __init__(self) -> None:
         self.settings = get_factor_settings()
-        self.models: ModelSet[FactorRuntime] = ModelSet(Family.FACTOR, self.settings.models)
-        self.models.load()
+        self.predictive = PredictiveModels(self.settings.models)
+        self.predictive.load()
+        self.models = self.predictive.factor  # /payload: factor models only
         self.venues: ModelSet[VenueQuantilesRuntime] = ModelSet(Family.VENUE_QUANTILES)
         try:
             self.venues.load()
         except NotPromotedError:
             logger.info("no venue-quantile table is promoted; /venue_quantiles answers 404")
-        self.serve(self.models, optional=(self.venues,))
+        self.serve(*self.predictive.required(), optional=(*self.predictive.optional(), self.venues))
 
     @bentoml.api(route="/predict")
     @client_errors
@@ -64,8 +68,8 @@ class FactorModels(ModelService):
         features: dict[str, list[float | None]] | None = None,
     ) -> PredictResponse:
         """Predict ``rows`` (in the model's factor order; null = missing) or ``features``
-        (columns keyed by factor name, any order) with one factor model."""
-        served = self.models.get(model)
+        (columns keyed by factor name, any order) with one factor or tabular model."""
+        served = self.predictive.get(model)
         runtime = served.runtime
         matrix = runtime.request_matrix(rows, features, self.settings.max_rows_per_request)
         with observe_call(SERVICE_NAME, served.ref, len(matrix)):
@@ -75,7 +79,7 @@ class FactorModels(ModelService):
             column: values.tolist() for column, values in output.items() if column != "prediction"
         }
         return PredictResponse(
-            predictions=output["prediction"].astype(float).tolist(),
+            predictions=_values(output["prediction"]),
             probabilities=probabilities or None,
             model=served.ref,
         )
@@ -98,7 +102,7 @@ class FactorModels(ModelService):
 
     @bentoml.api(route="/models")
     def served_models(self) -> FactorModelsResponse:
-        """Served factor models (with their factor order) and venue tables."""
+        """Served factor and tabular models (with their feature order) and venue tables."""
         return FactorModelsResponse(
             models=[
                 ServedFactorModel(
@@ -108,7 +112,19 @@ class FactorModels(ModelService):
                     factors=list(served.runtime.factors),
                     objective=served.runtime.objective,
                 )
-                for served in self.models.models.values()
+                for served in self.predictive.served()
             ],
             venues=[served.ref for served in self.venues.models.values()],
         )
+
+
+def _values(prediction: np.ndarray) -> list[float | str]:
+    """Numbers as floats (regression, class indices), class labels of other kinds as text."""
+    if prediction.dtype.kind in "biuf":
+        return prediction.astype(float).tolist()
+    return prediction.astype(str).tolist()
+
+
+if get_factor_settings().n1v1_routes:
+    FactorModels.mount_asgi_app(n1v1.app, path="/")
+    FactorModels.add_asgi_middleware(n1v1.N1V1Dispatch)

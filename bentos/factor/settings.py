@@ -1,14 +1,17 @@
 """Typed settings of FactorModels (environment prefix ``TRADESERVE_FACTOR_``).
 
-The row limit also answers to its former name, ``TRADESERVE_MAX_ROWS_PER_REQUEST``.
+The row limit also answers to its former name, ``TRADESERVE_MAX_ROWS_PER_REQUEST``; the
+served-model list to N1V1's ``PRELOAD_MODELS`` (comma-separated).
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class FactorSettings(BaseSettings):
@@ -18,9 +21,11 @@ class FactorSettings(BaseSettings):
         env_prefix="TRADESERVE_FACTOR_", extra="ignore", populate_by_name=True
     )
 
-    models: list[str] | None = Field(
+    models: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
-        description="Factor models to serve, a JSON list (default: every promoted one).",
+        validation_alias=AliasChoices("TRADESERVE_FACTOR_MODELS", "PRELOAD_MODELS"),
+        description="Factor and tabular models to serve, a JSON list or comma-separated names "
+        "(N1V1's PRELOAD_MODELS is read too); default: every promoted one.",
     )
     max_rows_per_request: int = Field(
         default=10_000,
@@ -30,6 +35,30 @@ class FactorSettings(BaseSettings):
         ),
         description="Most rows in one /predict request; more get 400.",
     )
+    fill_missing_features: bool = Field(
+        default=False,
+        description="N1V1 routes: fill the features a request lacks with 0.0, as N1V1 did, "
+        "instead of answering 400 naming them (the answer is then computed on made-up "
+        "values; the filled names come back in the X-Filled-Features header).",
+    )
+    n1v1_routes: bool = Field(
+        default=True,
+        description="Serve N1V1's routes (/predict with model_name, /predict/batch, /health, "
+        "/reload/{name}) beside the native ones.",
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """A JSON list, or comma-separated names as N1V1 read them; blank means default."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            return json.loads(text)
+        return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @lru_cache(maxsize=1)
