@@ -46,7 +46,7 @@ mlflow-ui: setup  ## MLflow UI on the store everything else uses
 		--backend-store-uri sqlite:///$(TRADESERVE_HOME)/mlflow.db \
 		--default-artifact-root $(TRADESERVE_HOME)/mlartifacts
 
-BENTOS := tradeserve-chronos tradeserve-factor tradeserve-specialists tradeserve-regime-blend
+BENTOS := tradeserve-chronos tradeserve-factor tradeserve-specialists tradeserve-regime-blend tradeserve-model-manager
 REGISTRY ?=
 
 build: demo  ## Bake the promoted models into one bento per family (+ the composite)

@@ -22,7 +22,7 @@ from harness.process import ManagedProcess
 def run_loadgen(
     mode: str,
     url: str,
-    bodies: Path,
+    bodies: Path | None,
     *,
     duration: float,
     warmup: float,
@@ -34,15 +34,19 @@ def run_loadgen(
     server_pid: int | None = None,
     nice: int = 0,
     out_dir: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``python -m bench.loadgen`` in its own process; add the CPU breakdown."""
+    """Run ``python -m bench.loadgen`` in its own process; add the CPU breakdown. Without
+    ``bodies`` it sends GET requests."""
     out = out_dir / f"loadgen-{mode}-{time.time_ns()}.json"
     command = [
-        PYTHON, "-m", "bench.loadgen", mode,
-        "--url", url, "--bodies", str(bodies),
+        PYTHON, "-m", "bench.loadgen", mode, "--url", url,
         "--duration", str(duration), "--warmup", str(warmup), "--timeout", str(timeout),
         "--out", str(out),
     ]  # fmt: skip
+    command += ["--method", "GET"] if bodies is None else ["--bodies", str(bodies)]
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}: {value}"]
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
     if rate is not None:

@@ -502,8 +502,9 @@ def load_bodies(path: Path) -> list[bytes]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
     parser.add_argument("mode", choices=["closed", "open"])
-    parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/path (POST)")
-    parser.add_argument("--bodies", type=Path, required=True, help="JSON bodies, one per line")
+    parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/path")
+    parser.add_argument("--method", choices=["POST", "GET"], default="POST")
+    parser.add_argument("--bodies", type=Path, help="POST: JSON bodies, one per line")
     parser.add_argument("--concurrency", type=int, default=32, help="closed loop: clients")
     parser.add_argument("--rate", type=float, default=100.0, help="open loop: requests/s")
     parser.add_argument("--max-connections", type=int, default=512, help="open loop pool cap")
@@ -515,6 +516,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("--out", type=Path, help="write the JSON result here (else stdout)")
     args = parser.parse_args(argv)
+    if args.method == "POST" and args.bodies is None:
+        parser.error("POST needs --bodies")
     args.headers = dict((part.strip() for part in header.split(":", 1)) for header in args.header)
     args.check = args.check.encode() if args.check else None
     return args
@@ -522,9 +525,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bodies = load_bodies(args.bodies)
     target = Target.parse(args.url)
-    requests = [target.post(body, args.headers) for body in bodies]
+    if args.method == "GET":
+        requests = [target.get(args.headers)]
+    else:
+        requests = [target.post(body, args.headers) for body in load_bodies(args.bodies)]
     runner = closed_loop if args.mode == "closed" else open_loop
     result = asyncio.run(runner(args, requests))
     text = json.dumps(result, indent=1)

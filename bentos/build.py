@@ -55,12 +55,17 @@ class BentoTarget(BaseModel):
         return REPO_ROOT / self.bentofile
 
 
+# Bentos of services that bake no model in: they read (and write) the MLflow registry at run
+# time, so their bentofile sets TRADESERVE_MODEL_SOURCE=registry and they serve no family.
+REGISTRY_SERVICE_TARGETS = ("model_manager",)
+
+
 def _targets() -> tuple[BentoTarget, ...]:
-    """The build targets named by the family table, in its order. The composite
-    (``regime_blend``) runs the regime detector in-process and Specialists as its dependency
-    inside the same bento."""
+    """The build targets named by the family table, in its order, then the registry
+    services'. The composite (``regime_blend``) runs the regime detector in-process and
+    Specialists as its dependency inside the same bento."""
     keys = dict.fromkeys(key for spec in FAMILIES for key in spec.bentos)
-    return tuple(
+    families = tuple(
         BentoTarget(
             key=key,
             families=tuple(Family(s.value) for s in FAMILIES if key in s.bentos),
@@ -70,6 +75,10 @@ def _targets() -> tuple[BentoTarget, ...]:
         )
         for key in keys
     )
+    services = tuple(
+        BentoTarget(key=key, families=(), required_families=()) for key in REGISTRY_SERVICE_TARGETS
+    )
+    return (*families, *services)
 
 
 TARGETS: tuple[BentoTarget, ...] = _targets()
@@ -141,7 +150,8 @@ def plan(targets: Iterable[BentoTarget]) -> dict[str, list[ResolvedVersion]]:
 
 
 def build(keys: Sequence[str] | None = None, progress: Progress = print) -> BuildReport:
-    """Build the bentos named by ``keys`` (default: every family plus the composite)."""
+    """Build the bentos named by ``keys`` (default: every target, composite and ModelManager
+    included)."""
     import bentoml
     from bentoml._internal.configuration.containers import BentoMLContainer
 

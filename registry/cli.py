@@ -1,4 +1,5 @@
-"""The ``tradeserve`` command line: list, promote, roll back and audit registry models."""
+"""The ``tradeserve`` command line: list, promote, roll back and audit registry models;
+import model_manager directories; build bentos."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -123,6 +125,47 @@ def history(
     typer.echo(render_table(headers, rows))
 
 
+@app.command(name="import")
+def import_directory(
+    directory: Annotated[Path, typer.Argument(help="model_manager artifact directory.")],
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="Name to register it under (its model_name).")
+    ],
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Then import every change until interrupted.")
+    ] = False,
+    auto_promote: Annotated[
+        bool,
+        typer.Option("--auto-promote/--no-auto-promote", help="Promote what it registers (gated)."),
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a model_manager directory as ModelManager's POST /api/models does."""
+    from bentos.model_manager.directories import DirectoryManager
+    from bentos.model_manager.settings import get_model_manager_settings
+    from bentos.model_manager.state import DirectoryStore
+    from bentos.model_manager.watcher import DirectoryWatcher
+
+    settings = get_model_manager_settings()
+    manager = DirectoryManager(DirectoryStore(settings.effective_database_url))
+    summary = manager.add(name, directory.expanduser().resolve(), auto_promote).response()
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        rows = [
+            [v.name, v.version, "yes" if v.promoted else "; ".join(v.problems) or "no"]
+            for v in summary.versions
+        ]
+        typer.echo(render_table(["MODEL", "VERSION", "PROMOTED"], rows) if rows else "No change.")
+        groups = f"{summary.group_count} group(s) under {summary.root_path}"
+        typer.echo(f"{summary.model_name}: {groups}")
+    if watch:
+        typer.echo(f"Watching {summary.root_path} (Ctrl-C stops)", err=True)
+        DirectoryWatcher(
+            manager, settings.watch_interval_s, settings.watch_debounce_s, only={summary.model_name}
+        ).run_forever()
+
+
 @app.command()
 def demo(
     chronos_size: Annotated[
@@ -143,8 +186,8 @@ def build(
         typer.Option(
             "--family",
             "-f",
-            help="Bento to build: chronos, factor, specialists or regime_blend (repeatable; "
-            "default: all, the composite when bentofile.yaml exists).",
+            help="Bento to build: chronos, factor, specialists, regime_blend or model_manager "
+            "(repeatable; default: all).",
         ),
     ] = None,
     as_json: JsonOption = False,

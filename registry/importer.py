@@ -16,19 +16,22 @@ Pickles are never read outside the directories the operator trusts
   key, as model_manager does when it is absent.
 
 The import is all-or-nothing: every group is parsed first and any unusable group stops the
-import before anything is registered. It is idempotent: a group whose model JSON sha256
-equals the ``source_sha256`` tag of the latest version of its model is skipped.
+import before anything is registered. It is idempotent: a group whose content (model JSON,
+factors, IC table, training info) equals that of the latest version of its model is skipped.
+Every version carries its lineage as tags: the source model file (``source_path``), the
+directory's :func:`fingerprint` and the scan time (``scanned_at``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import pickle
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,13 @@ from training_hooks.registration import Lineage, RegisteredVersion
 log = logging.getLogger(__name__)
 
 WARNINGS_TAG = "import_warnings"
+GROUP_SHA_TAG = "source_group_sha256"
+SOURCE_PATH_TAG = "source_path"
+FINGERPRINT_TAG = "source_fingerprint"
+SCANNED_AT_TAG = "scanned_at"
+# What reading a half-written model, a broken CSV or a bad pickle raises.
+UNREADABLE = (xgb.core.XGBoostError, pickle.UnpicklingError, EOFError, ValueError, OSError,
+              ImportError, AttributeError)  # fmt: skip
 SUFFIXES = {
     "model_json": "_model.json",
     "model_pkl": "_model.pkl",
@@ -75,7 +85,56 @@ class ParsedGroup(BaseModel):
     factors: list[str]
     ic_table: list[IcEntry]
     training_info: FactorTrainingInfo
+    files: dict[str, Path] = Field(default_factory=dict, description="Its files by kind")
     warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def group_sha256(self) -> str:
+        """sha256 of everything a version is made of: model JSON, factors, IC, training info."""
+        parts = {
+            "factors": self.factors,
+            "ic_table": [entry.model_dump() for entry in self.ic_table],
+            "training_info": self.training_info.model_dump(),
+        }
+        text = json.dumps(parts, sort_keys=True).encode()
+        return hashlib.sha256(self.model_json + b"\0" + text).hexdigest()
+
+
+class DirectoryScan(BaseModel):
+    """Every group of one artifact directory, parsed, with the directory's fingerprint."""
+
+    root: Path
+    groups: list[ParsedGroup]
+    fingerprint: str
+    scanned_at: str
+
+
+def utc_now_iso() -> str:
+    """model_manager's timestamps: UTC, whole seconds, ISO 8601 with offset."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def fingerprint(root: Path) -> str:
+    """model_manager's directory fingerprint: sha256 over (relative path, size, mtime_ns) of
+    every artifact file, then the file count; ``"missing"`` when ``root`` is no directory."""
+    root = Path(root)
+    if not root.is_dir():
+        return "missing"
+    hasher = hashlib.sha256()
+    count = 0
+    suffixes = tuple(SUFFIXES.values())
+    for path in sorted(root.rglob("*")):
+        if not path.name.endswith(suffixes) or not path.is_file():
+            continue
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        line = f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n"
+        hasher.update(line.encode("utf-8"))
+        count += 1
+    hasher.update(f"count={count}".encode("ascii"))
+    return hasher.hexdigest()
 
 
 def scan_groups(root: Path) -> dict[str, dict[str, Path]]:
@@ -115,6 +174,7 @@ def parse_group(
         factors=factors,
         ic_table=[IcEntry(factor_name=r["factor_name"], kendall_tau=r["tau"]) for r in ic_rows],
         training_info=info_json or _training_info(group_key, info, ic_rows, factors),
+        files=dict(files),
         warnings=warnings,
     )
 
@@ -274,6 +334,34 @@ def _date(raw: str | None) -> date | None:
 # ── registration ─────────────────────────────────────────────────────────────────────
 
 
+def scan_directory(root: Path, trusted_dirs: Sequence[Path] | None = None) -> DirectoryScan:
+    """Parse every artifact group under ``root`` (nothing is registered); raises
+    :class:`ArtifactImportError` / :class:`UntrustedPickleError` for an unusable group."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise ArtifactImportError(f"{root} is not a directory")
+    directory_print = fingerprint(root)
+    scanned_at = utc_now_iso()
+    groups = scan_groups(root)
+    if not groups:
+        raise ArtifactImportError(f"no model_manager artifacts under {root}")
+    parsed = [_parse_or_explain(key, files, trusted_dirs) for key, files in groups.items()]
+    return DirectoryScan(
+        root=root, groups=parsed, fingerprint=directory_print, scanned_at=scanned_at
+    )
+
+
+def _parse_or_explain(
+    group_key: str, files: dict[str, Path], trusted_dirs: Sequence[Path] | None
+) -> ParsedGroup:
+    """:func:`parse_group`, with unreadable files (a half-written model, a broken pickle)
+    reported as :class:`ArtifactImportError` naming the group."""
+    try:
+        return parse_group(group_key, files, trusted_dirs)
+    except UNREADABLE as error:
+        raise ArtifactImportError(f"{group_key}: unreadable artifacts: {error}") from error
+
+
 def import_artifact_directory(
     root: Path,
     *,
@@ -285,37 +373,44 @@ def import_artifact_directory(
     ``trusted_dirs`` defaults to ``TRADESERVE_TRUSTED_PICKLE_DIRS``; ``lineage_source``
     (default ``model_manager:<root>``) becomes the versions' ``data_source`` tag.
     """
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise ArtifactImportError(f"{root} is not a directory")
-    groups = scan_groups(root)
-    if not groups:
-        raise ArtifactImportError(f"no model_manager artifacts under {root}")
-    parsed = [parse_group(key, files, trusted_dirs) for key, files in groups.items()]
-    source = lineage_source or f"model_manager:{root}"
+    return register_scan(scan_directory(root, trusted_dirs), lineage_source=lineage_source)
+
+
+def register_scan(
+    scan: DirectoryScan, lineage_source: str | None = None
+) -> list[RegisteredVersion]:
+    """Register the groups of ``scan`` whose content changed; returns the new versions."""
+    source = lineage_source or f"model_manager:{scan.root}"
     created = []
-    for group in parsed:
+    for group in scan.groups:
         for warning in group.warnings:
             log.warning("%s: %s", group.group_key, warning)
-        if _latest_sha(group.name) == group.sha256:
+        if _unchanged(group):
             log.info("%s: unchanged (sha256 %s), skipped", group.group_key, group.sha256[:12])
             continue
-        created.append(_register(group, root, source))
+        created.append(_register(group, scan, source))
     return created
 
 
-def _register(group: ParsedGroup, root: Path, source: str) -> RegisteredVersion:
+def _register(group: ParsedGroup, scan: DirectoryScan, source: str) -> RegisteredVersion:
     booster = xgb.Booster()
     booster.load_model(bytearray(group.model_json))
     booster.feature_names = group.factors
     info = group.training_info
+    model_file = group.files.get("model_json") or group.files.get("model_pkl")
     lineage = Lineage(
         data_source=source,
         data_window_start=_date(info.train_start_date),
         data_window_end=_date(info.train_end_date),
-        extra={"source_root": str(root), "source_group": group.group_key},
+        extra={
+            "source_root": str(scan.root),
+            "source_group": group.group_key,
+            SOURCE_PATH_TAG: str(model_file or ""),
+            FINGERPRINT_TAG: scan.fingerprint,
+            SCANNED_AT_TAG: scan.scanned_at,
+        },
     )
-    tags = {SHA_TAG: group.sha256}
+    tags = {SHA_TAG: group.sha256, GROUP_SHA_TAG: group.group_sha256}
     if group.warnings:
         tags[WARNINGS_TAG] = "; ".join(group.warnings)
     return log_factor(
@@ -325,15 +420,22 @@ def _register(group: ParsedGroup, root: Path, source: str) -> RegisteredVersion:
         ic_table=group.ic_table,
         training_info=info,
         lineage=lineage,
-        description=f"Imported from model_manager artifacts under {root}",
+        description=f"Imported from model_manager artifacts under {scan.root}",
         tags=tags,
     )
 
 
-def _latest_sha(name: str) -> str | None:
+def _unchanged(group: ParsedGroup) -> bool:
+    """Whether the latest version of the group's model holds the same content (versions
+    imported before the content digest existed compare by model JSON)."""
     client = store.client()
     with store.translate_errors():
         versions = client.search_model_versions(
-            f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+            f"name = '{group.name}'", max_results=1, order_by=["version_number DESC"]
         )
-    return versions[0].tags.get(SHA_TAG) if versions else None
+    if not versions:
+        return False
+    tags = versions[0].tags
+    if GROUP_SHA_TAG in tags:
+        return tags[GROUP_SHA_TAG] == group.group_sha256
+    return tags.get(SHA_TAG) == group.sha256

@@ -48,7 +48,7 @@ def build_report(demo_home: Path) -> BuildReport:
 
 @pytest.fixture(scope="session")
 def built(build_report: BuildReport) -> dict[str, BuiltBento]:
-    """The built bentos by target (chronos, factor, specialists, regime_blend)."""
+    """The built bentos by target (chronos, factor, specialists, regime_blend, model_manager)."""
     return {bento.target: bento for bento in build_report.bentos}
 
 

@@ -16,6 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from bentos.build import (
+    REGISTRY_SERVICE_TARGETS,
     REPO_ROOT,
     RUNTIME_ENVS,
     TARGETS,
@@ -37,7 +38,7 @@ CUDA_BASE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
 
 def test_one_bento_per_family_and_the_composite(built):
     assert set(built) == {t.key for t in TARGETS}
-    assert set(built) == {"chronos", "factor", "specialists", "regime_blend"}
+    assert set(built) == {"chronos", "factor", "specialists", "regime_blend", "model_manager"}
 
 
 def test_bentos_carry_the_promoted_versions(built, demo_registry: Settings):
@@ -79,7 +80,9 @@ def test_stored_models_carry_registry_lineage(built, demo_home: Path, demo_regis
 def test_bentos_carry_their_runtime_configuration(built):
     for bento in built.values():
         envs = {env["name"]: env["value"] for env in bento_info(bento)["envs"]}
-        assert envs["TRADESERVE_MODEL_SOURCE"] == "bento"
+        # registry services (ModelManager) read and write the registry at run time
+        source = "registry" if bento.target in REGISTRY_SERVICE_TARGETS else "bento"
+        assert envs["TRADESERVE_MODEL_SOURCE"] == source, bento.target
         assert envs["BENTOML_CONFIG"] == "/home/bentoml/bento/src/configuration.yaml"
         packed = Path(bento.path) / "src" / "configuration.yaml"
         assert packed.read_text() == (REPO_ROOT / "configuration.yaml").read_text()

@@ -19,6 +19,7 @@ from bentos.build import REPO_ROOT, TARGETS
 from bentos.chronos.compat import SEED_SLUGS
 from bentos.chronos.settings import ChronosSettings
 from bentos.factor.settings import FactorSettings
+from bentos.model_manager.settings import ModelManagerSettings
 from bentos.regime_blend.settings import BlendSettings
 from bentos.shared.runtime_config import service_config
 from bentos.shared.settings import ServingSettings
@@ -37,6 +38,9 @@ SERVICES = {
     "regime_blend": "tradeserve-regime-blend",
 }
 GPU_SERVICES = {"tradeserve-chronos", "tradeserve-specialists"}
+# ModelManager answers on model_manager's port; one replica (its watcher runs once)
+MODEL_MANAGER = "tradeserve-model-manager"
+MODEL_MANAGER_PORT = 6300
 # AleutianLocal sends amazon/<slug> to http://forecast-<slug>:8000, the rest (and its
 # standalone mode) to http://forecast-service:8000
 ALEUTIAN_PORT = 8000
@@ -146,6 +150,7 @@ def test_grace_period_outlasts_the_traffic_timeout(monkeypatch):
         "tradeserve-factor": ("bentos.factor.service", "FactorModels"),
         "tradeserve-specialists": ("bentos.specialists.service", "Specialists"),
         "tradeserve-regime-blend": ("bentos.regime_blend.service", "RegimeBlend"),
+        MODEL_MANAGER: ("bentos.model_manager.service", "ModelManager"),
     }
     for name, (module, service) in service_names.items():
         importlib.import_module(module)  # declares the service's configuration
@@ -248,7 +253,13 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
 def test_every_tradeserve_variable_in_deploy_is_a_known_setting():
     known = {f"TRADESERVE_{field.upper()}" for field in ServingSettings.model_fields}
     known |= {f"TRADESERVE_{field.upper()}" for field in Settings.model_fields}
-    for settings in (ChronosSettings, FactorSettings, SpecialistsSettings, BlendSettings):
+    for settings in (
+        ChronosSettings,
+        FactorSettings,
+        SpecialistsSettings,
+        BlendSettings,
+        ModelManagerSettings,
+    ):
         known |= env_names(settings)
     text = (DEPLOY / "compose.yaml").read_text() + "".join(p.read_text() for p in manifest_files())
     used = set(re.findall(r"\bTRADESERVE_[A-Z_]+\b", text))
@@ -282,3 +293,32 @@ def test_compose_and_kubernetes_share_the_mlflow_auth_config():
     dockerfile = (DEPLOY / "mlflow" / "Dockerfile").read_text()
     assert "mlflow[auth]==3.17.2" in dockerfile
     assert "psycopg2-binary" in dockerfile and "boto3" in dockerfile
+
+
+def test_model_manager_runs_once_on_its_seed_port_with_redis():
+    deployment = find("Deployment", MODEL_MANAGER)
+    main = container(deployment)
+    assert main["image"].split(":")[0] == bento_name("model_manager") == MODEL_MANAGER
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two watchers
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert find("Service", MODEL_MANAGER)["spec"]["ports"] == [
+        {"name": "http", "port": MODEL_MANAGER_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    autoscaled = {
+        d["metadata"]["name"] for d in documents() if d["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert MODEL_MANAGER not in autoscaled
+    env = env_of(main)
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    assert mounts[env["TRADESERVE_MODEL_ROOTS"]]["readOnly"] is True
+    assert env["TRADESERVE_HOME"] in mounts
+    assert env["TRADESERVE_REDIS_URL"] == "redis://redis:6379/0"
+    assert find("Service", "redis")["spec"]["ports"][0]["port"] == 6379
+    service = compose()["services"][MODEL_MANAGER]
+    assert service["image"] == main["image"] and service["command"] == main["args"]
+    assert service["ports"] == [f"{MODEL_MANAGER_PORT}:{BENTO_PORT}"]
+    for key in ("TRADESERVE_MODEL_ROOTS", "TRADESERVE_REDIS_URL", "TRADESERVE_HOME"):
+        assert service["environment"][key] == env[key], key
+    assert service["depends_on"] == {"redis": {"condition": "service_started"}}
