@@ -1,7 +1,8 @@
 """``tradeserve build``: bake the promoted registry versions into one bento per family.
 
 For each bento target the promoted version of every model it serves is resolved first (so
-nothing is built when something is not promoted), imported into the BentoML model store
+nothing is built when something is not promoted, or promoted without passing the gate:
+``--force`` builds those anyway), imported into the BentoML model store
 (:mod:`bentos.model_store`), and the target's ``bentofile.yaml`` is built with those models
 added to its ``models:`` list. The bento then carries its models, its code, its runtime
 configuration (``configuration.yaml``, pointed at by ``BENTOML_CONFIG``) and
@@ -21,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bentos.model_store import ImportedModel, import_version
 from registry.catalog import list_models
-from registry.errors import NotPromotedError, TradeserveError
+from registry.errors import GateError, NotPromotedError, TradeserveError
 from registry.families import FAMILIES, Family
+from registry.promotion import VALIDATION_TAG
 from registry.resolve import ResolvedVersion, resolve
 from registry.settings import get_settings
 
@@ -126,18 +128,23 @@ def select_targets(keys: Sequence[str] | None = None) -> list[BentoTarget]:
     return [target for target in TARGETS if target.key in wanted]
 
 
-def plan(targets: Iterable[BentoTarget]) -> dict[str, list[ResolvedVersion]]:
+def plan(targets: Iterable[BentoTarget], force: bool = False) -> dict[str, list[ResolvedVersion]]:
     """Resolve the promoted version of every model each target bakes in.
 
     Every registered model of a target's families must be promoted and every required family
-    must have one; otherwise :class:`NotPromotedError`
-    names what to promote. Nothing is imported or built before the whole plan resolves.
+    must have one; otherwise :class:`NotPromotedError` names what to promote. Unless
+    ``force``, each version must have passed the promotion gate (a version promoted in the
+    MLflow UI has not): :class:`GateError` otherwise. Nothing is imported or built before the
+    whole plan resolves.
     """
     summaries = list_models()
     plans: dict[str, list[ResolvedVersion]] = {}
     for target in targets:
         names = [s.name for s in summaries if s.family in {f.value for f in target.families}]
         resolved = [resolve(name) for name in sorted(names)]
+        if not force:
+            for version in resolved:
+                _require_validated(version)
         for family in target.required_families:
             if not any(version.family is family for version in resolved):
                 raise NotPromotedError(
@@ -149,9 +156,11 @@ def plan(targets: Iterable[BentoTarget]) -> dict[str, list[ResolvedVersion]]:
     return plans
 
 
-def build(keys: Sequence[str] | None = None, progress: Progress = print) -> BuildReport:
+def build(
+    keys: Sequence[str] | None = None, progress: Progress = print, force: bool = False
+) -> BuildReport:
     """Build the bentos named by ``keys`` (default: every target, composite and ModelManager
-    included)."""
+    included); ``force`` bakes promoted versions that have not passed the gate."""
     import bentoml
     from bentoml._internal.configuration.containers import BentoMLContainer
 
@@ -162,7 +171,7 @@ def build(keys: Sequence[str] | None = None, progress: Progress = print) -> Buil
             "missing bentofile: " + ", ".join(str(t.bentofile_path) for t in missing)
         )
     report = BuildReport(bentoml_home=str(BentoMLContainer.bentoml_home.get()))
-    plans = plan(targets)
+    plans = plan(targets, force=force)
     for target in targets:
         started = time.perf_counter()
         imported = [import_version(version) for version in plans[target.key]]
@@ -183,6 +192,17 @@ def build(keys: Sequence[str] | None = None, progress: Progress = print) -> Buil
         )
         progress(f"{target.key}: built {bento.tag}")
     return report
+
+
+def _require_validated(version: ResolvedVersion) -> None:
+    status = version.tags.get(VALIDATION_TAG)
+    if status != "passed":
+        raise GateError(
+            f"{version.name} version {version.version} ({version.alias or version.stage}) has "
+            f"not passed the promotion gate (validation_status: {status or 'none'}); promote a "
+            f"version through it with `tradeserve promote {version.name} VERSION`, or pass "
+            "--force to build it anyway"
+        )
 
 
 def bentofile_with_models(bentofile: Path, models: Sequence[ImportedModel]) -> dict[str, Any]:

@@ -3,11 +3,18 @@
 Each promotion attempt (passed or failed) writes one tag ``audit.<alias>.<utc stamp>`` on
 the version it concerns; the value is an :class:`AuditEntry` as JSON. The history of a
 model is the union of those tags over its versions, in time order.
+
+A passed promotion is written ``pending`` before the alias moves and rewritten ``done``
+after, so no alias move goes unaudited. If the move fails the entry is removed (or, when
+the registry cannot be reached to do so, left pending); readers settle a pending entry by
+what the registry shows (:func:`settled`), so the history never claims a move that did not
+happen.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -19,6 +26,7 @@ from registry import store
 from registry.settings import get_settings
 
 AUDIT_PREFIX = "audit."
+logger = logging.getLogger(__name__)
 
 
 class AuditEntry(BaseModel):
@@ -34,6 +42,9 @@ class AuditEntry(BaseModel):
     reason: str | None = None
     passed: bool = Field(description="Gate result; a failed attempt changes nothing")
     problems: list[str] = Field(default_factory=list)
+    state: Literal["pending", "done"] = Field(
+        default="done", description="pending: written before the alias moved, not yet confirmed"
+    )
 
     @property
     def tag_key(self) -> str:
@@ -64,18 +75,58 @@ def record(entry: AuditEntry, client: MlflowClient | None = None) -> None:
         )
 
 
+def settle_failed(entry: AuditEntry, client: MlflowClient) -> None:
+    """After a failure between writing ``entry`` pending and confirming it: confirm it if
+    the alias moved anyway, else remove it. Best effort: if the registry cannot be reached,
+    the entry stays pending and :func:`settled` decides it when read."""
+    try:
+        holder = (client.get_registered_model(entry.name).aliases or {}).get(entry.alias)
+        if str(holder) == entry.to_version:
+            record(entry.model_copy(update={"state": "done"}), client)
+        else:
+            client.delete_model_version_tag(entry.name, entry.to_version, entry.tag_key)
+    except Exception as error:  # the original failure is what the caller sees
+        logger.warning("audit entry %s of '%s' left pending: %s", entry.tag_key, entry.name, error)
+
+
+def settled(entries: list[AuditEntry], aliases: dict[str, str]) -> list[AuditEntry]:
+    """``entries`` (oldest first) with each pending one decided by the registry: done when its
+    version held the alias right after it (the next entry on that alias found it there, or,
+    for the last one, it holds the alias now), dropped otherwise (the move never happened)."""
+    result = []
+    for index, entry in enumerate(entries):
+        if entry.state == "pending":
+            later = [e for e in entries[index + 1 :] if e.alias == entry.alias]
+            held = later[0].from_version if later else aliases.get(entry.alias)
+            if str(held) != entry.to_version:
+                continue
+            entry = entry.model_copy(update={"state": "done"})
+        result.append(entry)
+    return result
+
+
 def history(
     name: str, alias: str | None = None, client: MlflowClient | None = None
 ) -> list[AuditEntry]:
     """All audit entries of ``name`` (optionally of one alias), oldest first."""
     mlflow_client = client or store.client()
     with store.translate_errors(f"registered model '{name}'"):
-        mlflow_client.get_registered_model(name)
-        versions = mlflow_client.search_model_versions(f"name = '{name}'")
-    entries = [entry for version in versions for entry in entries_of(version)]
-    if alias is not None:
-        entries = [entry for entry in entries if entry.alias == alias]
-    return sorted(entries, key=lambda entry: entry.time)
+        model = mlflow_client.get_registered_model(name)
+        versions = store.versions_of(mlflow_client, name)
+    return model_history(versions, dict(model.aliases or {}), alias)
+
+
+def model_history(
+    versions: list[ModelVersion], aliases: dict[str, str], alias: str | None = None
+) -> list[AuditEntry]:
+    """The settled audit entries stored on ``versions`` (optionally of one alias), oldest
+    first; ``aliases`` are the model's current ones."""
+    entries = sorted(
+        (entry for version in versions for entry in entries_of(version)),
+        key=lambda entry: entry.time,
+    )
+    entries = settled(entries, aliases)
+    return entries if alias is None else [entry for entry in entries if entry.alias == alias]
 
 
 def entries_of(version: ModelVersion) -> list[AuditEntry]:

@@ -38,14 +38,14 @@ def list_models(client: MlflowClient | None = None) -> list[ModelSummary]:
 
 def _summarize(model: RegisteredModel, client: MlflowClient) -> ModelSummary:
     settings = get_settings()
-    versions = client.search_model_versions(f"name = '{model.name}'")
+    versions = store.versions_of(client, model.name)
     aliases = dict(model.aliases or {})
     promoted = _find(versions, aliases.get(settings.alias))
     alias: str | None = settings.alias if promoted else None
     if promoted is None:
         staged = [v for v in versions if v.current_stage == settings.legacy_stage]
         promoted = max(staged, key=lambda v: int(v.version)) if staged else None
-    entries = [entry for version in versions for entry in audit.entries_of(version)]
+    entries = audit.model_history(versions, aliases)
     last = max((entry.time for entry in entries if entry.passed), default=None)
     return ModelSummary(
         family=model.tags.get("family") or _family_name(model.name),

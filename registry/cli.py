@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ValidationError
 from typer.exceptions import TyperException
 
+from registry.cli_output import print_table, progress_reporter
 from registry.errors import TradeserveError
 
 app = typer.Typer(
@@ -30,7 +35,12 @@ AliasOption = Annotated[
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", "-r", help="Why; recorded in the audit trail.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout (and nothing else there).")
+]
+# Lines of training_hooks.demo / bentos.build progress that end one step of the bar.
+DEMO_STEP_DONE = re.compile(r"already promoted$|^\s+done in ")
+BENTO_BUILT = re.compile(r"^\S+: built ")
 
 
 @app.command()
@@ -57,27 +67,31 @@ def models(as_json: JsonOption = False) -> None:
         for s in summaries
     ]
     headers = ["FAMILY", "NAME", "CHAMPION", "STAGE", "VERSIONS", "LAST PROMOTION (UTC)"]
-    typer.echo(render_table(headers, rows))
+    print_table(headers, rows)
 
 
 @app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str, typer.Argument(help="Version number to promote.")],
+    version: Annotated[int, typer.Argument(min=1, help="Version number to promote.")],
     alias: AliasOption = None,
     reason: ReasonOption = None,
     require: Annotated[
         list[str] | None,
         typer.Option("--require", help="Metric bound the version must meet, e.g. val_sharpe>=0.5"),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Validate a version through the gate and promote it."""
     from registry.gate import MetricThreshold
     from registry.promotion import promote as promote_version
 
     thresholds = [MetricThreshold.parse(text) for text in require or []]
-    result = promote_version(name, version, alias=alias, reason=reason, thresholds=thresholds)
-    typer.echo(result.summary())
+    with json_stdout(as_json):
+        result = promote_version(
+            name, str(version), alias=alias, reason=reason, thresholds=thresholds
+        )
+    echo_result(result, result.summary(), as_json)
 
 
 @app.command()
@@ -85,11 +99,14 @@ def rollback(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     alias: AliasOption = None,
     reason: ReasonOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Return the alias to the previous promoted version (gated)."""
     from registry.promotion import rollback as rollback_alias
 
-    typer.echo(rollback_alias(name, alias=alias, reason=reason).summary())
+    with json_stdout(as_json):
+        result = rollback_alias(name, alias=alias, reason=reason)
+    echo_result(result, result.summary(), as_json)
 
 
 @app.command()
@@ -122,7 +139,7 @@ def history(
         for e in entries
     ]
     headers = ["TIME (UTC)", "EVENT", "ALIAS", "FROM", "TO", "ACTOR", "GATE", "REASON"]
-    typer.echo(render_table(headers, rows))
+    print_table(headers, rows)
 
 
 @app.command(name="import")
@@ -147,8 +164,10 @@ def import_directory(
     from bentos.model_manager.watcher import DirectoryWatcher
 
     settings = get_model_manager_settings()
-    manager = DirectoryManager(DirectoryStore(settings.effective_database_url))
-    summary = manager.add(name, directory.expanduser().resolve(), auto_promote).response()
+    root = directory.expanduser().resolve()
+    with json_stdout(as_json), progress_reporter(f"importing {root}", to_stderr=True):
+        manager = DirectoryManager(DirectoryStore(settings.effective_database_url))
+        summary = manager.add(name, root, auto_promote).response()
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
     else:
@@ -156,7 +175,10 @@ def import_directory(
             [v.name, v.version, "yes" if v.promoted else "; ".join(v.problems) or "no"]
             for v in summary.versions
         ]
-        typer.echo(render_table(["MODEL", "VERSION", "PROMOTED"], rows) if rows else "No change.")
+        if rows:
+            print_table(["MODEL", "VERSION", "PROMOTED"], rows)
+        else:
+            typer.echo("No change.")
         groups = f"{summary.group_count} group(s) under {summary.root_path}"
         typer.echo(f"{summary.model_name}: {groups}")
     if watch:
@@ -171,12 +193,21 @@ def demo(
     chronos_size: Annotated[
         str, typer.Option(help="Size of the random-weight Chronos demo models.")
     ] = "tiny",
+    as_json: JsonOption = False,
 ) -> None:
     """Fill an empty registry with demo models trained on real market data (idempotent)."""
-    from training_hooks.demo import run_demo
+    from registry.families import Family, check_name
+    from training_hooks.chronos.demo import demo_plan
+    from training_hooks.demo import STEPS, run_demo
 
-    report = run_demo(chronos_size=chronos_size, progress=typer.echo)
-    typer.echo(report.summary())
+    for _, _, chronos_name in demo_plan(chronos_size):  # before hours of training, not after
+        check_name(chronos_name, Family.CHRONOS)
+    steps = progress_reporter(
+        "demo models", to_stderr=as_json, total=len(STEPS), step_done=DEMO_STEP_DONE
+    )
+    with json_stdout(as_json), steps as progress:
+        report = run_demo(chronos_size=chronos_size, progress=progress)
+    echo_result(report, report.summary(), as_json)
 
 
 @app.command()
@@ -190,13 +221,20 @@ def build(
             "(repeatable; default: all).",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also bake versions that have not passed the gate.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Bake the promoted versions into one bento per family (plus the composite)."""
     from bentos.build import build as build_bentos
+    from bentos.build import select_targets
 
-    progress = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    report = build_bentos(family, progress=progress)
+    bentos = progress_reporter(
+        "bentos", to_stderr=as_json, total=len(select_targets(family)), step_done=BENTO_BUILT
+    )
+    with json_stdout(as_json), bentos as progress:
+        report = build_bentos(family, progress=progress, force=force)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -205,16 +243,24 @@ def build(
         for bento in report.bentos
         for i, m in enumerate(bento.models)
     ]
-    typer.echo(render_table(["BENTO", "MODEL", "VERSION", "ALIAS", "BENTOML MODEL"], rows))
+    print_table(["BENTO", "MODEL", "VERSION", "ALIAS", "BENTOML MODEL"], rows)
     typer.echo(f"BentoML store: {report.bentoml_home}")
 
 
 @app.command()
 def evaluate(
-    start: Annotated[str, typer.Option(help="First day of the held-out window.")] = "2015-01-01",
-    end: Annotated[str, typer.Option(help="Last day of the held-out window.")] = "2018-12-31",
-    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "SPX,NASDAQ",
-    modes: Annotated[str, typer.Option(help="Blend modes: argmax, mixture.")] = "argmax,mixture",
+    start: Annotated[
+        date, typer.Option(parser=parse_day, metavar="YYYY-MM-DD", help="First held-out day.")
+    ] = date(2015, 1, 1),
+    end: Annotated[
+        date, typer.Option(parser=parse_day, metavar="YYYY-MM-DD", help="Last held-out day.")
+    ] = date(2018, 12, 31),
+    symbols: Annotated[
+        str, typer.Option(callback=require_items, help="Comma-separated symbols.")
+    ] = "SPX,NASDAQ",
+    modes: Annotated[
+        str, typer.Option(callback=require_items, help="Blend modes: argmax, mixture.")
+    ] = "argmax,mixture",
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log a run.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -222,29 +268,54 @@ def evaluate(
     from bentos.regime_blend.evaluate import EvaluationConfig
     from bentos.regime_blend.evaluate import evaluate as run_evaluation
 
+    if start > end:
+        raise TradeserveError(f"--start {start} is after --end {end}; nothing to evaluate")
     config = EvaluationConfig(
         start=start,
         end=end,
-        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
-        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        symbols=tuple(symbol.upper() for symbol in items(symbols)),
+        modes=tuple(items(modes)),
     )
-    progress = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    report = run_evaluation(config, log_to_mlflow=not no_mlflow, progress=progress)
-    typer.echo(report.model_dump_json(indent=2) if as_json else report.summary())
+    with json_stdout(as_json), progress_reporter("evaluation", to_stderr=as_json) as progress:
+        report = run_evaluation(config, log_to_mlflow=not no_mlflow, progress=progress)
+    echo_result(report, report.summary(), as_json)
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Plain fixed-width table."""
-    widths = [
-        max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)
-    ]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(
-            str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)
-        ).rstrip()
-        for line in lines
-    )
+def parse_day(text: str | date) -> date:
+    """Option parser: a calendar day, or a usage error naming the option (one line)."""
+    if isinstance(text, date):  # the default
+        return text
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day; write it as YYYY-MM-DD") from None
+
+
+def items(text: str) -> list[str]:
+    """The non-empty entries of a comma-separated option."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def require_items(text: str) -> str:
+    """Option callback: a comma-separated list must name at least one entry."""
+    if not items(text):
+        raise typer.BadParameter(f"{text!r} names nothing; give a comma-separated list")
+    return text
+
+
+@contextmanager
+def json_stdout(as_json: bool) -> Iterator[None]:
+    """With ``--json``, stray prints of the work go to stderr: stdout holds the JSON alone."""
+    if not as_json:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
+
+
+def echo_result(result: BaseModel, summary: str, as_json: bool) -> None:
+    """The command's result on stdout: its model as JSON, or its one-line summary."""
+    typer.echo(result.model_dump_json(indent=2) if as_json else summary)
 
 
 def main() -> None:
@@ -264,6 +335,11 @@ def main() -> None:
         sys.exit(2)
     except TradeserveError as error:
         typer.echo(f"tradeserve: {error}", err=True)
+        sys.exit(1)
+    except ValidationError as error:  # an argument a pydantic model refused
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or error.title
+        typer.echo(f"tradeserve: invalid {where}: {first['msg']}", err=True)
         sys.exit(1)
     except MlflowException as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,4 +1,8 @@
-"""The promotion gate: a candidate must load, run its input example and pass its checks."""
+"""The promotion gate: a candidate must load, run its input example and pass its checks.
+
+The same check guards every way a version becomes served: promotion (:func:`validate_version`),
+live swaps and start-up (:func:`check_loaded`, :func:`load_servable`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import math
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -14,9 +19,10 @@ from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
 from registry import store
-from registry.errors import TradeserveError
+from registry.errors import GateError, RegistryUnavailableError, TradeserveError
 from registry.families import Family, runtime_class
-from registry.resolve import ResolvedVersion
+from registry.resolve import ResolvedVersion, resolve, to_resolved
+from registry.trust import UntrustedPickleError
 
 if TYPE_CHECKING:
     from registry.loading import LoadedModel
@@ -99,6 +105,72 @@ def check_loaded(loaded: LoadedModel) -> list[str]:
     except Exception as error:
         return [f"predicting its input example fails: {_describe(error)}"]
     return check_prediction(loaded.resolved.family, example, output)
+
+
+@dataclass
+class Servable:
+    """The version a service serves at start-up, and the promoted one it replaces if any."""
+
+    loaded: LoadedModel
+    fallback_from: ResolvedVersion | None = None  # the alias holder that failed the check
+    reason: str | None = None  # why it failed
+
+
+def load_servable(name: str, device: str = "cpu", client: MlflowClient | None = None) -> Servable:
+    """The promoted version of ``name`` if it passes :func:`check_loaded`, else the newest
+    version that passed the promotion gate and still passes the check now.
+
+    One broken version promoted outside tradeserve (the MLflow UI) must not crash-loop every
+    pod. Each version is downloaded once, on ``device``: the check is also the warm-up. An
+    unreachable registry is raised, not held against the version.
+    """
+    mlflow_client = client or store.client()
+    promoted = resolve(name, client=mlflow_client)
+    loaded, problems = load_checked(promoted, device)
+    if loaded is not None and not problems:
+        return Servable(loaded)
+    reason = "; ".join(problems)
+    for candidate in validated_versions(name, mlflow_client):
+        if candidate.version == promoted.version:
+            continue
+        fallback, fallback_problems = load_checked(candidate, device)
+        if fallback is not None and not fallback_problems:
+            return Servable(fallback, fallback_from=promoted, reason=reason)
+    raise GateError(
+        f"cannot serve '{name}': its promoted version {promoted.version} fails the gate "
+        f"({reason}) and no version that passed the gate before passes it now; promote a "
+        f"working version with `tradeserve promote {name} VERSION`"
+    )
+
+
+def load_checked(
+    resolved: ResolvedVersion, device: str = "cpu"
+) -> tuple[LoadedModel | None, list[str]]:
+    """``resolved`` loaded onto ``device`` and the problems :func:`check_loaded` finds (the
+    load failure when it does not load). An unreachable registry and an untrusted pickle are
+    raised: they say nothing about the version (the operator's network, the operator's
+    trust), and no other version of the model would do better."""
+    from registry.loading import load_version
+
+    try:
+        loaded = load_version(resolved, device=device)
+    except (RegistryUnavailableError, UntrustedPickleError):
+        raise
+    except Exception as error:  # any other load failure is the version's
+        return None, [f"cannot load: {_describe(error)}"]
+    return loaded, check_loaded(loaded)
+
+
+def validated_versions(name: str, client: MlflowClient | None = None) -> list[ResolvedVersion]:
+    """Versions of ``name`` whose ``validation_status`` tag says they passed the gate,
+    newest first."""
+    from registry.promotion import VALIDATION_TAG  # promotion imports this module
+
+    mlflow_client = client or store.client()
+    with store.translate_errors(f"registered model '{name}'"):
+        versions = store.versions_of(mlflow_client, name)
+    passed = [v for v in versions if (v.tags or {}).get(VALIDATION_TAG) == "passed"]
+    return [to_resolved(v, alias=None) for v in sorted(passed, key=lambda v: -int(v.version))]
 
 
 def check_prediction(family: Family, example: Any, output: Any) -> list[str]:

@@ -430,9 +430,7 @@ def _unchanged(group: ParsedGroup) -> bool:
     imported before the content digest existed compare by model JSON)."""
     client = store.client()
     with store.translate_errors():
-        versions = client.search_model_versions(
-            f"name = '{group.name}'", max_results=1, order_by=["version_number DESC"]
-        )
+        versions = store.versions_of(client, group.name, newest=1)
     if not versions:
         return False
     tags = versions[0].tags

@@ -2,7 +2,9 @@
 
 A promotion moves the alias (``champion`` by default) and mirrors the legacy stage
 ``Production`` (archiving the previous one) so stage-based clients and the MLflow UI's stage
-view agree. Nothing changes unless the candidate passes :mod:`registry.gate`.
+view agree. Nothing changes unless the candidate passes :mod:`registry.gate`. The audit
+entry is written (pending) before the alias moves and confirmed after, so a failure in
+between never leaves a move without its entry (:mod:`registry.audit`).
 """
 
 from __future__ import annotations
@@ -128,15 +130,21 @@ def _move_alias(
         client.set_model_version_tag(candidate.name, candidate.version, VALIDATION_TAG, "passed")
         if VALIDATION_ERROR_TAG in candidate.tags:
             client.delete_model_version_tag(candidate.name, candidate.version, VALIDATION_ERROR_TAG)
-        client.set_registered_model_alias(candidate.name, alias, candidate.version)
-        settings = get_settings()
-        if alias == settings.alias:
-            client.transition_model_version_stage(
-                candidate.name,
-                candidate.version,
-                settings.legacy_stage,
-                archive_existing_versions=True,
-            )
+        pending = entry.model_copy(update={"state": "pending"})
+        audit.record(pending, client)
+        try:
+            client.set_registered_model_alias(candidate.name, alias, candidate.version)
+            settings = get_settings()
+            if alias == settings.alias:
+                client.transition_model_version_stage(
+                    candidate.name,
+                    candidate.version,
+                    settings.legacy_stage,
+                    archive_existing_versions=True,
+                )
+        except BaseException:
+            audit.settle_failed(pending, client)
+            raise
         audit.record(entry, client)
     return PromotionResult(
         event=event,

@@ -72,7 +72,7 @@ def latest_version(name: str, client: MlflowClient | None = None) -> ResolvedVer
     """The newest version of ``name``."""
     mlflow_client = client or store.client()
     with store.translate_errors(f"registered model '{name}'"):
-        versions = mlflow_client.search_model_versions(f"name = '{name}'")
+        versions = store.versions_of(mlflow_client, name)
     if not versions:
         raise ModelNotFoundError(f"registered model '{name}' has no versions")
     return to_resolved(max(versions, key=lambda v: int(v.version)), alias=None)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 
 from registry.errors import ModelNotFoundError, RegistryUnavailableError
@@ -64,6 +65,39 @@ def ensure_experiment(settings: Settings | None = None) -> str:
             experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def name_filter(name: str) -> tuple[str, bool]:
+    """An MLflow filter string selecting registered model ``name``, and whether it is exact.
+
+    MLflow's filter parser has no escape sequences (a quote inside a string literal cannot
+    be written), and MLflow accepts any character in a name. So a name is quoted with ``'``,
+    or with ``"`` when it contains ``'``; one with both quotes or a backslash (which would
+    end the literal early) becomes a LIKE pattern with ``_`` in their place, which may also
+    match other names: callers keep the exact matches (:func:`versions_of` does).
+    """
+    if "\\" not in name and "'" not in name:
+        return f"name = '{name}'", True
+    if "\\" not in name and '"' not in name:
+        return f'name = "{name}"', True
+    pattern = "".join("_" if char in "'\"\\" else char for char in name)
+    return f"name LIKE '{pattern}'", False
+
+
+def versions_of(
+    mlflow_client: MlflowClient, name: str, newest: int | None = None
+) -> list[ModelVersion]:
+    """The versions of registered model ``name`` (only the ``newest`` ones, newest first,
+    when given), whatever characters the name holds."""
+    filter_string, exact = name_filter(name)
+    options: dict[str, object] = {}
+    if newest is not None:
+        options["order_by"] = ["version_number DESC"]
+        if exact:
+            options["max_results"] = newest
+    found = mlflow_client.search_model_versions(filter_string, **options)  # type: ignore[arg-type]
+    versions = [version for version in found if version.name == name]
+    return versions if newest is None else versions[:newest]
 
 
 def is_not_found(error: MlflowException) -> bool:

@@ -3,10 +3,12 @@
 - ``POST /admin/reload``: check the registry now (every worker of the service).
 - ``GET /admin/models``: per worker, the served name, version, alias, load time and status
   (including ``rejected version N: reason``), and the registry's reachability.
-- ``POST /admin/webhook``: MLflow model-registry webhook (alias created/deleted); checked
-  against ``TRADESERVE_WEBHOOK_SECRET`` when set, then handled like a reload request.
+- ``POST /admin/webhook``: MLflow model-registry webhook (alias created/deleted), handled
+  like a reload request once authenticated (:func:`authenticate_webhook`).
 
-They sit behind the same API-key middleware as the model routes.
+They sit behind the same API-key middleware as the model routes, except the webhook: MLflow
+cannot send the key, so the middleware lets that path through and its handler requires
+MLflow's signature instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import bentoml
@@ -23,7 +26,7 @@ from pydantic import BaseModel
 
 from bentos.shared.lineage import ModelRef
 from bentos.shared.live import LiveUpdater, WorkerStatus, worker_statuses
-from bentos.shared.settings import get_serving_settings
+from bentos.shared.settings import ServingSettings, get_serving_settings
 
 ALIAS_EVENTS = {"model_version_alias.created", "model_version_alias.deleted"}
 
@@ -44,6 +47,41 @@ def verify_signature(secret: str, body: bytes, headers: Any) -> bool:
     digest = base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest())
     expected = b"v1," + digest
     return hmac.compare_digest(signature.encode(), expected)
+
+
+def authenticate_webhook(
+    settings: ServingSettings, body: bytes, headers: Any, now: float | None = None
+) -> None:
+    """Raise unless the delivery may be acted on.
+
+    With ``TRADESERVE_WEBHOOK_SECRET``: a valid signature whose ``X-MLflow-Timestamp`` (Unix
+    seconds, part of what is signed) is within ``webhook_tolerance_s`` of now, so a captured
+    delivery cannot be replayed later. Without it, deliveries are unsigned and accepted only
+    while no API key is set either (a development setup): with a key they are refused, since
+    MLflow cannot send the key and an unsigned event would bypass it.
+    """
+    if settings.webhook_secret is None:
+        if settings.api_key is not None:
+            raise HTTPException(
+                403,
+                "webhooks are refused while TRADESERVE_API_KEY is set without "
+                "TRADESERVE_WEBHOOK_SECRET: set TRADESERVE_WEBHOOK_SECRET to the MLflow "
+                "webhook's secret (or call POST /admin/reload with the key)",
+            )
+        return
+    if not verify_signature(settings.webhook_secret.get_secret_value(), body, headers):
+        raise HTTPException(401, "invalid webhook signature")
+    try:
+        sent = int(headers.get("x-mlflow-timestamp", ""))
+    except ValueError:
+        raise HTTPException(401, "webhook timestamp is not Unix seconds") from None
+    age = (time.time() if now is None else now) - sent
+    if abs(age) > settings.webhook_tolerance_s:
+        raise HTTPException(
+            401,
+            f"webhook timestamp is {age:.0f} s from now, outside the "
+            f"{settings.webhook_tolerance_s} s window (a replayed delivery, or clock skew)",
+        )
 
 
 def admin_app(service_name: str) -> FastAPI:
@@ -81,11 +119,7 @@ def admin_app(service_name: str) -> FastAPI:
     @app.post("/webhook")
     async def webhook(request: Request) -> dict[str, Any]:
         body = await request.body()
-        secret = get_serving_settings().webhook_secret
-        if secret is not None and not verify_signature(
-            secret.get_secret_value(), body, request.headers
-        ):
-            raise HTTPException(401, "invalid webhook signature")
+        authenticate_webhook(get_serving_settings(), body, request.headers)
         try:
             event = json.loads(body)
         except json.JSONDecodeError:

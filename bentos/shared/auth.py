@@ -1,7 +1,9 @@
 """Optional API-key / Bearer authentication as an ASGI middleware.
 
 The key is compared in constant time and never logged. Probes and metrics stay open so
-orchestrators and scrapers work without the secret.
+orchestrators and scrapers work without the secret. The MLflow webhook cannot send the key
+(MLflow sends no custom headers), so its path reaches its handler, which authenticates the
+delivery by MLflow's signature instead (``bentos/shared/admin.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# Paths whose handler authenticates every request itself (signature), key or not.
+SELF_AUTHENTICATED_PATHS = frozenset({"/admin/webhook"})
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -33,7 +37,12 @@ def key_matches(presented: str | None, expected: str) -> bool:
 class ApiKeyMiddleware:
     """Reject requests without the configured key with 401."""
 
-    def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str] = OPEN_PATHS):
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str,
+        open_paths: frozenset[str] = OPEN_PATHS | SELF_AUTHENTICATED_PATHS,
+    ):
         self.app = app
         self._api_key = api_key
         self._open_paths = open_paths

@@ -52,6 +52,10 @@ class ServedStatus(BaseModel):
     loaded_at: datetime
     status: Literal["serving"] = "serving"
     rejected: str | None = Field(default=None, description="rejected version N: reason")
+    fallback_from: str | None = Field(
+        default=None, description="Promoted version that failed the gate at start-up"
+    )
+    fallback_reason: str | None = Field(default=None, description="Why it failed")
 
 
 class RegistryStatus(BaseModel):
@@ -88,7 +92,12 @@ class LiveUpdater:
         self.interval_s = interval_s
         self.worker = worker
         self.registry = RegistryStatus()
-        self.rejected: dict[str, tuple[str, str]] = {}  # name -> (version, reason)
+        # name -> (version, reason); a start-up fallback is a rejection of the promoted one
+        self.rejected: dict[str, tuple[str, str]] = {
+            name: (served.fallback_from, served.fallback_reason or "")
+            for name, served in self._served().items()
+            if served.fallback_from is not None
+        }
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -217,6 +226,8 @@ class LiveUpdater:
                         if name in self.rejected
                         else None
                     ),
+                    fallback_from=served.fallback_from,
+                    fallback_reason=served.fallback_reason,
                 )
                 for name, served in sorted(self._served().items())
             ],

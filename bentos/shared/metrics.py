@@ -30,6 +30,13 @@ MODEL_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 
+STARTUP_FALLBACKS = Counter(
+    name="tradeserve_model_startup_fallbacks",
+    documentation="Start-ups that served an earlier validated version because the promoted "
+    "one failed the gate",
+    labelnames=["service", "model"],
+)
+
 
 @contextlib.contextmanager
 def observe_call(service: str, ref: ModelRef, batch_size: int) -> Iterator[None]:

@@ -3,7 +3,10 @@
 Models come from the MLflow registry (resolved through the promotion alias at start-up)
 or, in a built bento, from the bento's own BentoML model store, where ``tradeserve build``
 imported them with their registry lineage as labels. The set of served models is
-replaced as a whole, so a request always sees one consistent set.
+replaced as a whole, so a request always sees one consistent set. From the registry, a
+promoted version that fails the gate's check is not served: the newest version that passed
+the gate is (:func:`registry.gate.load_servable`), and the fallback is logged, counted and
+kept on the served model for ``/admin/models`` and live promotion.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bentos.shared.lineage import ModelRef
+from bentos.shared.metrics import STARTUP_FALLBACKS
 from bentos.shared.runtime_config import configured_threads, configured_workers
 from bentos.shared.settings import ServingSettings, get_serving_settings
 from registry.catalog import list_models
 from registry.errors import ModelNotFoundError, NotPromotedError
 from registry.families import Family
-from registry.loading import load_runtime, load_version
-from registry.resolve import resolve
+from registry.gate import Servable, load_servable
+from registry.loading import load_runtime
+from registry.resolve import ResolvedVersion
 from registry.runtime import FamilyRuntime
 from registry.settings import get_settings
 
@@ -48,6 +53,9 @@ class ServedModel(Generic[R]):
     runtime: R
     metadata: dict[str, Any] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Set when start-up served this version because the promoted one failed the gate.
+    fallback_from: str | None = None  # the promoted version that is not served
+    fallback_reason: str | None = None
 
 
 def choose_device(settings: ServingSettings | None = None) -> str:
@@ -128,7 +136,8 @@ class ModelSet(Generic[R]):
         self._lock = threading.Lock()
 
     def load(self, kind: str | None = None) -> None:
-        """Load every served model (start-up); raises if one cannot be loaded."""
+        """Load every served model (start-up), from the registry through the gate
+        (:func:`registry.gate.load_servable`); raises if one cannot be served."""
         kind = kind or source_kind()
         loaded = self._load_from_bento() if kind == "bento" else self._load_from_registry()
         if not loaded:
@@ -187,14 +196,18 @@ class ModelSet(Generic[R]):
     def _load_from_registry(self) -> list[ServedModel[R]]:
         served = []
         for name in self._names_from_registry():
-            resolved = resolve(name)
-            loaded = load_version(resolved, device=self.device)
+            servable = load_servable(name, device=self.device)
+            resolved, promoted = servable.loaded.resolved, servable.fallback_from
+            if promoted is not None:
+                _report_fallback(promoted, servable)
             served.append(
                 ServedModel(
                     ref=ModelRef(name=name, version=resolved.version, alias=resolved.alias),
                     family=self.family,
-                    runtime=loaded.runtime,
-                    metadata=loaded.metadata,
+                    runtime=servable.loaded.runtime,
+                    metadata=servable.loaded.metadata,
+                    fallback_from=promoted.version if promoted else None,
+                    fallback_reason=servable.reason,
                 )
             )
         return served
@@ -227,3 +240,20 @@ class ModelSet(Generic[R]):
                 )
             )
         return served
+
+
+def _report_fallback(promoted: ResolvedVersion, servable: Servable) -> None:
+    """Log and count a start-up that serves a validated version instead of ``promoted``."""
+    import bentoml
+
+    resolved = servable.loaded.resolved
+    STARTUP_FALLBACKS.labels(bentoml.server_context.service_name or "", resolved.name).inc()
+    logger.warning(
+        "not serving %s version %s (%s): it fails the gate: %s; serving version %s, the newest "
+        "that passed the gate",
+        promoted.name,
+        promoted.version,
+        promoted.alias or promoted.stage,
+        servable.reason,
+        resolved.version,
+    )

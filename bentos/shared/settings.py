@@ -36,7 +36,15 @@ class ServingSettings(BaseSettings):
         default=10.0, gt=0, description="How often live mode checks the registry."
     )
     webhook_secret: SecretStr | None = Field(
-        default=None, description="Secret of the MLflow registry webhook (HMAC-SHA256)."
+        default=None,
+        description="Secret of the MLflow registry webhook (HMAC-SHA256): with it, "
+        "/admin/webhook is authenticated by MLflow's signature alone (no API key).",
+    )
+    webhook_tolerance_s: int = Field(
+        default=300,
+        gt=0,
+        description="Signed webhook deliveries whose X-MLflow-Timestamp is further than this "
+        "from now are refused (replays); MLflow's own receiver example uses 5 minutes.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Model device: CUDA when present (auto), or forced."

@@ -46,6 +46,12 @@ MODEL_MANAGER_PORT = 6300
 ALEUTIAN_PORT = 8000
 ALEUTIAN_FORWARDER = "forecast-service"
 ALEUTIAN_ALIASES = [f"forecast-{slug}" for slug in SEED_SLUGS]
+API_KEY = "TRADESERVE_API_KEY"
+OPTIONAL_SECRETS = (
+    "TRADESERVE_WEBHOOK_SECRET",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 
 
 def manifest_files() -> list[Path]:
@@ -226,15 +232,69 @@ def test_compose_and_kubernetes_give_the_bentos_the_same_settings():
         environment = compose()["services"][name]["environment"]
         for key, value in config_map.items():
             assert str(environment[key]) == value, (name, key)
-        secrets = ("TRADESERVE_API_KEY", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
         k8s_env = env_of(container(find("Deployment", name)))
-        for key in secrets:
+        assert environment[API_KEY] == f"${{{API_KEY}:?set {API_KEY}}}"  # required
+        assert k8s_env[API_KEY]["secretKeyRef"] == {"name": "tradeserve-secrets", "key": API_KEY}
+        for key in OPTIONAL_SECRETS:
             assert environment[key] is None, (name, key)  # passed through only when set
             assert k8s_env[key]["secretKeyRef"] == {
                 "name": "tradeserve-secrets",
                 "key": key,
                 "optional": True,
             }
+
+
+def test_no_reference_to_the_api_key_secret_is_optional():
+    """A missing secret must stop the pods, never start them without auth."""
+    references = []
+    for doc in documents():
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for main in pod.get("containers", []) + pod.get("initContainers", []):
+            for entry in main.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+                if entry["name"] == API_KEY or ref.get("key") == API_KEY:
+                    references.append((doc["metadata"]["name"], ref))
+            for source in main.get("envFrom", []):
+                assert "secretRef" not in source or not source["secretRef"].get("optional")
+    served = {name for name, _ in references}
+    assert served == {*SERVICES.values(), MODEL_MANAGER}
+    for name, ref in references:
+        assert ref.get("key") == API_KEY and not ref.get("optional", False), name
+    example = yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
+    assert any(API_KEY in doc.get("stringData", {}) for doc in example)
+    for name, service in compose()["services"].items():
+        if API_KEY in service.get("environment", {}):
+            assert service["environment"][API_KEY].startswith(f"${{{API_KEY}:?"), name
+
+
+def test_only_tradeserve_prometheus_and_labelled_clients_reach_the_composite():
+    """The composite's /metrics (live BUY/SELL counters) is open to scrapers, so its port is
+    closed at the network to everyone else."""
+    policy = find("NetworkPolicy", "tradeserve-regime-blend-ingress")
+    deployment = find("Deployment", SERVICES["regime_blend"])
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector and selector.items() <= pod_labels.items()
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]  # one rule; an empty "from" would admit everyone
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    scraped = deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]
+    [port] = container(deployment)["ports"]
+    assert (port["name"], str(port["containerPort"])) == ("http", scraped)
+    assert rule["from"] == [
+        {"podSelector": {}},
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"tradeserve.io/client": "true"}},
+        },
+    ]
+    # the metrics the autoscalers read come from that Prometheus (the adapter's namespace)
+    assert find("ConfigMap", "tradeserve-adapter-rules")["metadata"]["namespace"] == "monitoring"
 
 
 def env_names(settings: type[BaseSettings]) -> set[str]:

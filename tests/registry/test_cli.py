@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ ALPHA = "venue-quantiles-alpha"  # v1 champion, v2 not promoted: read by the lis
 BETA = "venue-quantiles-beta"  # three versions, never promoted: the promote/rollback flow
 GAMMA = "venue-quantiles-gamma"  # one version, never promoted
 DELTA = "venue-quantiles-delta"  # one version: a challenger promoted by one test, read back
+EPSILON = "venue-quantiles-epsilon"  # two versions, never promoted: the --json flow
 BEAR = "specialist-bear"  # v1 champion, v2 predicts NaN
 
 
@@ -103,6 +106,8 @@ def cli_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             log_table("beta", medium, 0.9)
         log_table("gamma", 1e4, 0.9)
         log_table("delta", 1e4, 0.9)
+        for medium in (1e4, 2e4):
+            log_table("epsilon", medium, 0.9)
         log_policy(home / "policies", "bear", nan=False)
         log_policy(home / "policies", "bear", nan=True)
         promote(ALPHA, "1", reason="fixture")
@@ -142,6 +147,42 @@ def ok(home: Path, *args: str, **extra_env: str) -> str:
     return result.stdout
 
 
+def on_a_terminal(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run the console script with stdout and stderr on a pseudo-terminal, as a user at a
+    shell does; return what it drew, escape sequences removed."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(TRADESERVE), *args],
+        env={**env, "COLUMNS": "200", "TERM": "xterm"},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    drawn = bytearray()
+    try:
+        while select.select([leader], [], [], 120)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert process.wait(timeout=120) == 0, drawn.decode(errors="replace")
+    finally:
+        process.kill()
+        os.close(leader)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode())
+
+
+def table_cells(drawn: str, key: str) -> list[str]:
+    """The cells of the rich table row that mentions ``key``."""
+    (line,) = [line for line in drawn.splitlines() if f" {key} " in line and "│" in line]
+    return [cell.strip() for cell in line.strip().strip("│").split("│")]
+
+
 def one_line_error(result: Result) -> str:
     """The failure's single stderr line (asserted), without the 'tradeserve: ' prefix."""
     assert result.returncode != 0, result.stdout
@@ -172,7 +213,7 @@ def test_models_table(cli_home: Path) -> None:
         "(UTC)",
     ]
     rows = {line.split()[1]: line.split() for line in lines[1:]}
-    assert set(rows) == {ALPHA, BETA, GAMMA, DELTA, BEAR}
+    assert set(rows) == {ALPHA, BETA, GAMMA, DELTA, EPSILON, BEAR}
     assert rows[ALPHA][:5] == ["venue-quantiles", ALPHA, "1", "Production", "2"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", " ".join(rows[ALPHA][5:]))
     assert rows[GAMMA][:5] == ["venue-quantiles", GAMMA, "-", "-", "1"]
@@ -182,7 +223,8 @@ def test_models_table(cli_home: Path) -> None:
 def test_models_json(cli_home: Path) -> None:
     listed = json.loads(ok(cli_home, "models", "--json"))
     assert isinstance(listed, list) and [entry["name"] for entry in listed] == sorted(
-        [BEAR, ALPHA, BETA, GAMMA, DELTA], key=lambda name: (name.startswith("venue"), name)
+        [BEAR, ALPHA, BETA, GAMMA, DELTA, EPSILON],
+        key=lambda name: (name.startswith("venue"), name),
     )
     for entry in listed:
         assert {"family", "name", "version", "alias", "stage"} <= set(entry)
@@ -198,6 +240,18 @@ def test_models_json(cli_home: Path) -> None:
     gamma = by_name[GAMMA]
     assert (gamma["version"], gamma["alias"], gamma["stage"]) == (None, None, None)
     assert by_name[BEAR]["family"] == "specialist"
+
+
+def test_tables_on_a_terminal_are_rich(cli_home: Path) -> None:
+    """At a terminal `models` and `history` draw rich tables with the same content."""
+    drawn = on_a_terminal(cli_env(cli_home), cli_home, "models")
+    assert "┃ FAMILY" in drawn  # rich's heavy header rule, not the plain table
+    assert table_cells(drawn, ALPHA)[:5] == ["venue-quantiles", ALPHA, "1", "Production", "2"]
+    assert table_cells(drawn, GAMMA)[:5] == ["venue-quantiles", GAMMA, "-", "-", "1"]
+
+    drawn = on_a_terminal(cli_env(cli_home), cli_home, "history", ALPHA)
+    cells = table_cells(drawn, "fixture")
+    assert cells[1:] == ["promote", "champion", "-", "1", "fixture", "passed", "fixture"]
 
 
 def test_help_lists_every_command(cli_home: Path) -> None:
@@ -256,6 +310,24 @@ def test_promote_rollback_and_history(cli_home: Path) -> None:
     assert "nothing to roll back to" in one_line_error(tradeserve(cli_home, "rollback", BETA))
 
 
+def test_promote_and_rollback_json(cli_home: Path) -> None:
+    """--json prints the PromotionResult alone on stdout."""
+    first = json.loads(ok(cli_home, "promote", EPSILON, "1", "--json"))
+    assert (first["event"], first["name"], first["alias"]) == ("promote", EPSILON, "champion")
+    assert (first["from_version"], first["to_version"], first["changed"]) == (None, "1", True)
+    assert (first["report"]["version"], first["report"]["problems"]) == ("1", [])
+
+    second = json.loads(ok(cli_home, "promote", EPSILON, "2", "-r", "json", "--json"))
+    assert (second["from_version"], second["to_version"], second["changed"]) == ("1", "2", True)
+    again = json.loads(ok(cli_home, "promote", EPSILON, "2", "--json"))
+    assert (again["to_version"], again["changed"]) == ("2", False)
+
+    back = json.loads(ok(cli_home, "rollback", EPSILON, "--json"))
+    assert (back["event"], back["from_version"], back["to_version"]) == ("rollback", "2", "1")
+    assert back["changed"] and back["report"]["problems"] == []
+    assert models_json(cli_home)[EPSILON]["version"] == "1"
+
+
 def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
     assert ok(cli_home, "history", GAMMA).strip() == f"No promotions of '{GAMMA}' are recorded."
     assert json.loads(ok(cli_home, "history", GAMMA, "--json")) == []
@@ -312,6 +384,70 @@ def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
             ("promote", ALPHA, "2", "--require", "coverage>=0.5.1"),
             "cannot read threshold 'coverage>=0.5.1'; write it as METRIC>=VALUE (or <=, >, <)",
             id="threshold-number",
+        ),
+        pytest.param(
+            ("promote", ALPHA, "two"),
+            "Invalid value for 'version': Input should be a valid integer, unable to parse "
+            "string as an integer (see `tradeserve promote --help`)",
+            id="version-not-a-number",
+        ),
+        pytest.param(
+            ("promote", ALPHA, "0"),
+            "Invalid value for 'version': Input should be greater than or equal to 1 "
+            "(see `tradeserve promote --help`)",
+            id="version-zero",
+        ),
+        pytest.param(
+            ("evaluate", "--start", "foo"),
+            "Invalid value for '--start': 'foo' is not a day; write it as YYYY-MM-DD "
+            "(see `tradeserve evaluate --help`)",
+            id="evaluate-start-not-a-day",
+        ),
+        pytest.param(
+            ("evaluate", "--end", "2018-02-30"),
+            "Invalid value for '--end': '2018-02-30' is not a day; write it as YYYY-MM-DD "
+            "(see `tradeserve evaluate --help`)",
+            id="evaluate-end-not-a-day",
+        ),
+        pytest.param(
+            ("evaluate", "--start", "2019-01-01", "--end", "2018-12-31"),
+            "--start 2019-01-01 is after --end 2018-12-31; nothing to evaluate",
+            id="evaluate-window-reversed",
+        ),
+        pytest.param(
+            ("evaluate", "--symbols", " , "),
+            "Invalid value for '--symbols': ' , ' names nothing; give a comma-separated list "
+            "(see `tradeserve evaluate --help`)",
+            id="evaluate-no-symbols",
+        ),
+        pytest.param(
+            ("evaluate", "--modes", ","),
+            "Invalid value for '--modes': ',' names nothing; give a comma-separated list "
+            "(see `tradeserve evaluate --help`)",
+            id="evaluate-no-modes",
+        ),
+        pytest.param(
+            ("evaluate", "--modes", "median", "--no-mlflow"),
+            "unknown blend mode(s) ['median']; use argmax and/or mixture",
+            id="evaluate-unknown-mode",
+        ),
+        pytest.param(
+            ("demo", "--chronos-size", "huge"),
+            "'chronos-t5-huge' is not a valid chronos model name (expected "
+            "chronos-t5-<tiny|mini|small|base|large>, chronos-bolt-<tiny|mini|small|base> "
+            "or chronos-2)",
+            id="demo-chronos-size",
+        ),
+        pytest.param(
+            ("build", "--family", "nope"),
+            "unknown bento family nope; choose from chronos, factor, specialists, "
+            "regime_blend, model_manager",
+            id="build-unknown-family",
+        ),
+        pytest.param(
+            ("import", "/does-not-exist", "--name", "desk"),
+            "/does-not-exist is not a directory",
+            id="import-missing-directory",
         ),
     ],
 )
@@ -400,4 +536,16 @@ def test_demo_on_a_filled_registry_changes_nothing(demo_home: Path) -> None:
     )
     assert again.returncode == 0, again.stderr
     assert "Nothing to do: all" in again.stdout and "demo models are promoted" in again.stdout
+
+    as_json = subprocess.run(
+        [str(TRADESERVE), "demo", "--json"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)  # the DemoReport alone: progress went to stderr
+    assert report["promoted"] == [] and report["already_promoted"]
+    assert set(report["already_promoted"]) <= {entry["name"] for entry in before}
+    assert "[1/6]" in as_json.stderr
+
+    drawn = on_a_terminal(env, demo_home, "demo")  # the progress bar, driven step by step
+    assert re.search(r"demo models .* 6/6", drawn), drawn
     assert listing() == before

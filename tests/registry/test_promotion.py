@@ -23,16 +23,23 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from registry import store
-from registry.audit import AuditEntry, history, now
+from registry.audit import AuditEntry, history, now, settled
 from registry.catalog import list_models
-from registry.errors import GateError, ModelNotFoundError, NotPromotedError, TradeserveError
+from registry.errors import (
+    GateError,
+    ModelNotFoundError,
+    NotPromotedError,
+    RegistryUnavailableError,
+    TradeserveError,
+)
 from registry.families import specialist_name
 from registry.gate import MetricThreshold
 from registry.loading import load_version
 from registry.promotion import promote, rollback
-from registry.resolve import resolve
+from registry.resolve import latest_version, resolve
 from registry.settings import Settings, get_settings
 from tests.registry.conftest import ServerStack
 from tests.specialist_versions import log_saved_specialist
@@ -194,7 +201,7 @@ def champion_version(name: str) -> str | None:
 
 
 def stages(name: str) -> dict[str, str]:
-    versions = store.client().search_model_versions(f"name = '{name}'")
+    versions = store.versions_of(store.client(), name)
     return {str(v.version): v.current_stage for v in versions}
 
 
@@ -412,6 +419,104 @@ def test_metric_thresholds_gate_promotion(backend: Backend) -> None:
         ("promote", None, "1", False),
         ("promote", None, "1", True),
     ]
+
+
+def audit_tags(name: str, version: str) -> dict[str, str]:
+    """The raw audit tags on one version, as stored (pending or not)."""
+    return {k: v for k, v in version_tags(name, version).items() if k.startswith("audit.")}
+
+
+def registry_outage(*_args: object, **_kwargs: object) -> None:
+    raise MlflowException("API request to http://registry failed with exception: refused")
+
+
+def test_a_failure_during_promotion_leaves_alias_and_audit_agreeing(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alias and the audit trail hold both a move or neither, wherever it fails."""
+    for medium in (1e4, 2e4, 3e4):
+        log_table(medium)
+    promote(TABLE_NAME, "1")
+
+    # The alias call fails: no move, and the pending entry written before it is removed.
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "set_registered_model_alias", registry_outage)
+        with pytest.raises(RegistryUnavailableError):
+            promote(TABLE_NAME, "2")
+    assert champion_version(TABLE_NAME) == "1"
+    assert audit_tags(TABLE_NAME, "2") == {}
+    assert events(TABLE_NAME) == [("promote", None, "1", True)]
+
+    # ... and the registry stays unreachable for the clean-up: the entry is left pending on
+    # the version, and readers drop it since the alias never moved.
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "set_registered_model_alias", registry_outage)
+        patch.setattr(MlflowClient, "delete_model_version_tag", registry_outage)
+        with pytest.raises(RegistryUnavailableError):
+            promote(TABLE_NAME, "2")
+    [left] = audit_tags(TABLE_NAME, "2").values()
+    assert AuditEntry.model_validate_json(left).state == "pending"
+    assert champion_version(TABLE_NAME) == "1"
+    assert events(TABLE_NAME) == [("promote", None, "1", True)]
+    (summary,) = list_models()
+    assert summary.last_promotion == history(TABLE_NAME)[0].time
+
+    # The failure comes after the alias moved (mirroring the stage): the entry is confirmed.
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "transition_model_version_stage", registry_outage)
+        with pytest.raises(RegistryUnavailableError):
+            promote(TABLE_NAME, "3")
+    assert champion_version(TABLE_NAME) == "3"
+    assert events(TABLE_NAME) == [("promote", None, "1", True), ("promote", "1", "3", True)]
+    assert all(e.state == "done" for e in history(TABLE_NAME))
+    assert rollback(TABLE_NAME).to_version == "1"  # the trail rollback replays is the true one
+
+
+def test_pending_entries_are_settled_by_what_the_registry_shows() -> None:
+    def entry(to: str, came_from: str | None, state: str = "done") -> AuditEntry:
+        return AuditEntry(
+            event="promote",
+            name=TABLE_NAME,
+            alias="champion",
+            from_version=came_from,
+            to_version=to,
+            actor=ACTOR,
+            time=now(),
+            passed=True,
+            state=state,
+        )
+
+    moved, failed = entry("2", "1", "pending"), entry("3", "2", "pending")
+    trail = [entry("1", None), moved, entry("4", "2"), failed]
+    # "2" held the alias after its entry (the next one moved it from there); "3" never did
+    assert [e.to_version for e in settled(trail, {"champion": "4"})] == ["1", "2", "4"]
+    # the last pending entry is confirmed when its version holds the alias now
+    assert [e.to_version for e in settled(trail[:2], {"champion": "2"})] == ["1", "2"]
+    assert [e.state for e in settled(trail[:2], {"champion": "2"})] == ["done", "done"]
+    assert [e.to_version for e in settled(trail[:2], {"champion": "1"})] == ["1"]
+
+
+def test_names_with_quotes_are_listed_and_resolved(backend: Backend) -> None:
+    """MLflow accepts any character in a name (its UI and API create these); tradeserve reads
+    them without breaking its filter strings, and never mixes up look-alike names."""
+    source = store.client().get_model_version(TABLE_NAME, log_table(1e4).version).source
+    names = ["it's-a-model", """o'neil "quoted" \\ model""", "o_neil _quoted_ _ model"]
+    client = store.client()
+    for count, name in enumerate(names, start=1):
+        client.create_registered_model(name)
+        for _ in range(count):
+            client.create_model_version(
+                name,
+                source,
+                tags={"family": "venue-quantiles"},
+                model_id=source.removeprefix("models:/"),
+            )
+    listed = {summary.name: summary.versions for summary in list_models()}
+    assert listed == {TABLE_NAME: 1, names[0]: 1, names[1]: 2, names[2]: 3}
+    for count, name in enumerate(names, start=1):
+        assert latest_version(name).version == str(count)
+        assert history(name) == []
+        assert [str(v.version) for v in store.versions_of(client, name, newest=1)] == [str(count)]
 
 
 # ------------------------------------------------------------------------------ rollback

@@ -8,9 +8,6 @@ the module holds in any order.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -38,6 +35,7 @@ from registry.promotion import promote
 from registry.resolve import get_version
 from tests.conftest import clear_mlflow_uris
 from tests.live_load import ContinuousLoad, set_alias_like_the_ui
+from tests.services.webhook_signing import signed as signed_with
 from training_hooks.factor.log import ic_table_for, log_factor
 from training_hooks.factor.schemas import FactorTrainingInfo
 from training_hooks.registration import Lineage
@@ -345,16 +343,8 @@ def test_a_stage_set_in_the_ui_is_followed(registry, service, from_the_champion)
     )
 
 
-def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
-    """The headers MLflow 3 sends with a webhook delivery signed with ``secret``."""
-    delivery, timestamp = "delivery-1", str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"{delivery}.{timestamp}.".encode() + body, hashlib.sha256)
-    return {
-        "content-type": "application/json",
-        "x-mlflow-delivery-id": delivery,
-        "x-mlflow-timestamp": timestamp,
-        "x-mlflow-signature": "v1," + base64.b64encode(digest.digest()).decode(),
-    }
+def signed(body: bytes, secret: str = WEBHOOK_SECRET, sent: float | None = None) -> dict[str, str]:
+    return signed_with(body, secret, sent)
 
 
 def test_admin_reload_and_signed_webhook(registry, service) -> None:
@@ -374,6 +364,10 @@ def test_admin_reload_and_signed_webhook(registry, service) -> None:
     assert wrong.status_code == 401
     tampered = httpx.post(url, content=body.replace(b'"1"', b'"2"'), headers=signed(body))
     assert tampered.status_code == 401
+    # a captured delivery replayed later than the window (5 minutes) allows: refused
+    replayed = httpx.post(url, content=body, headers=signed(body, sent=time.time() - 301))
+    assert replayed.status_code == 401
+    assert "window" in replayed.text
     hook = httpx.post(url, content=body, headers=signed(body), timeout=30)
     assert hook.status_code == 200, hook.text
     assert hook.json() == {"accepted": True, "reload": True}
