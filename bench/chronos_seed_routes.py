@@ -26,7 +26,7 @@ from bench import cpu, environment, report
 from bench.chronos_inprocess import CONTEXT, HORIZON, random_walks
 from bench.chronos_load import closed_loop
 from bench.chronos_throughput import CLIENTS, MODEL, prepare_registry
-from bench.report import fmt, log
+from bench.report import fmt
 from harness.bento import BentoServer
 
 NAME = "chronos_seed_routes"
@@ -174,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarize(runs),
         "finished": report.now_iso(),
     }
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(NAME, result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(NAME, result, markdown(result), write=not args.no_write)
     return 0
 
 

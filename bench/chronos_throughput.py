@@ -511,11 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_baselines:
         print(json.dumps(result["variants"], indent=1, default=str)[:5000])
         return 0
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(args.results_name, result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(args.results_name, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -522,11 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed_variants": failed,
     }
     result["verdicts"] = verdicts(runs)
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(args.results_name, result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(args.results_name, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -275,11 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["verdicts"] = verdicts(result)
     result["finished"] = report.now_iso()
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results("gpu_check" if on_gpu else "gpu_check-cpu", result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    name = "gpu_check" if on_gpu else "gpu_check-cpu"
+    report.publish(name, result, markdown(result), write=not args.no_write)
     return 0 if all(item["met"] for item in result["verdicts"].values()) else 1
 
 

@@ -220,10 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "verdicts": verdicts(runs),
     }
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        report.write_results(NAME, result, text)
+    report.publish(NAME, result, markdown(result), write=not args.no_write)
     return 0 if all(item["met"] for item in result["verdicts"].values()) else 1
 
 

@@ -357,11 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["dispatch_overhead_us"] = dispatch_overhead_us(bodies["native"]["single"].read_bytes())
     result["verdicts"] = verdicts(runs)
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(NAME, result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(NAME, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -123,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate_s": evaluate_s,
         "finished": report.now_iso(),
     }
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(NAME, result, text)
-        log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(NAME, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -398,11 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_file() and args.workload:  # a subset: keep the other workloads' runs
             earlier = json.loads(path.read_text()).get("scenarios", {})
             result["scenarios"] = {**earlier, **scenarios}
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        paths = report.write_results(NAME, result, text)
-        report.log(f"wrote {paths[0]} and {paths[1]}")
+    report.publish(NAME, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -77,6 +77,15 @@ def write_results(name: str, result: Mapping[str, Any], markdown: str) -> tuple[
     return json_path, md_path
 
 
+def publish(name: str, result: Mapping[str, Any], markdown: str, write: bool = True) -> None:
+    """Print a benchmark's table; with ``write``, also its results files (see
+    :func:`write_results`)."""
+    print(markdown)
+    if write:
+        paths = write_results(name, result, markdown)
+        log(f"wrote {paths[0]} and {paths[1]}")
+
+
 def update_readme(name: str, markdown: str) -> None:
     """Replace the block between ``<!-- results:NAME -->`` markers in bench/README.md."""
     if not README.is_file():
