@@ -65,12 +65,7 @@ def record_of(group: ParsedGroup) -> SymbolRecord:
         feature_dim=len(group.factors),
         factor_count=len(group.factors),
         grpc_ready=bool(group.factors),
-        train_window_start_ts=info.train_window_start_ts,
-        train_window_end_ts=info.train_window_end_ts,
-        train_start_date=info.train_start_date,
-        train_end_date=info.train_end_date,
-        train_samples=info.train_samples,
-        train_time_sec=info.train_time_sec,
+        **info.window(),
         factors=group.factors,
         dim_factors=[
             {"dim": dim, "factor_name": factor, "kendall_tau": taus.get(factor)}

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bentos.shared.lineage import ModelRef
-from training_hooks.factor.schemas import DimFactor, FactorPayload
+from training_hooks.factor.schemas import DimFactor, FactorPayload, TrainingWindow
 from training_hooks.venue_quantiles.runtime import SymbolThresholds
 
 # ── requests ─────────────────────────────────────────────────────────────────────────
@@ -45,7 +45,7 @@ class ArtifactFile(BaseModel):
     modified_at: str
 
 
-class SymbolRecord(BaseModel):
+class SymbolRecord(TrainingWindow):
     """One artifact group as scanned (model_manager's ``SymbolRecord``)."""
 
     symbol: str
@@ -54,12 +54,6 @@ class SymbolRecord(BaseModel):
     feature_dim: int
     factor_count: int
     grpc_ready: bool
-    train_window_start_ts: int | None = None
-    train_window_end_ts: int | None = None
-    train_start_date: str | None = None
-    train_end_date: str | None = None
-    train_samples: int | None = None
-    train_time_sec: float | None = None
     factors: list[str]
     dim_factors: list[DimFactor]
     ic_rows: list[dict[str, Any]]

@@ -8,6 +8,8 @@ system this family replaces.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.families import Family
@@ -20,11 +22,10 @@ class IcEntry(BaseModel):
     kendall_tau: float | None = None
 
 
-class FactorTrainingInfo(BaseModel):
-    """Training metadata, mirroring model_manager's ``info.pkl`` fields."""
+class TrainingWindow(BaseModel):
+    """When and on how much data a model was trained (model_manager's field names), as its
+    ``info.pkl``, its model payload and its scan record all carry it."""
 
-    symbol: str
-    return_name: str
     train_start_date: str | None = Field(default=None, description="ISO date of the first row")
     train_end_date: str | None = Field(default=None, description="ISO date of the last row")
     train_window_start_ts: int | None = Field(
@@ -33,6 +34,17 @@ class FactorTrainingInfo(BaseModel):
     train_window_end_ts: int | None = None
     train_samples: int | None = None
     train_time_sec: float | None = None
+
+    def window(self) -> dict[str, Any]:
+        """The training-window fields alone, to copy into a payload or a record."""
+        return {name: getattr(self, name) for name in TrainingWindow.model_fields}
+
+
+class FactorTrainingInfo(TrainingWindow):
+    """Training metadata, mirroring model_manager's ``info.pkl`` fields."""
+
+    symbol: str
+    return_name: str
     original_factors_count: int | None = None
     final_factors_count: int | None = None
     selected_factors: list[str] = Field(default_factory=list)
@@ -64,19 +76,13 @@ class DimFactor(BaseModel):
     kendall_tau: float | None = None
 
 
-class PayloadMetadata(BaseModel):
+class PayloadMetadata(TrainingWindow):
     """model_manager's ``payload.metadata`` fields."""
 
     model_name: str
     symbol: str
     return_name: str
     feature_dim: int
-    train_window_start_ts: int | None = None
-    train_window_end_ts: int | None = None
-    train_start_date: str | None = None
-    train_end_date: str | None = None
-    train_samples: int | None = None
-    train_time_sec: float | None = None
     model_json_path: str
     source_root_path: str
     scanned_at: str
