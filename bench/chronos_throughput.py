@@ -388,11 +388,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "Variants:", ""]
         for run in result["variants"]:
             lines.append(f"- `{run['variant']}`: {VARIANTS[run['variant']]['about']}")
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for key, item in result["verdicts"].items():
-        value = item["value"]
-        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key}: {item['target']} | {shown} | {'yes' if item['met'] else 'NO'} |")
+    lines += ["", *report.verdict_table(result["verdicts"])]
     return "\n".join(lines) + "\n"
 
 

@@ -427,16 +427,7 @@ def markdown(result: dict[str, Any]) -> str:
     if variants:
         lines += ["", "Variants:", ""]
         lines += [f"- `{v}`: {VARIANTS[v]['about']}" for v in variants]
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for key, item in verdict.items():
-        value = item["value"]
-        if isinstance(value, dict):
-            shown = ", ".join(f"{k} {fmt(v, 2)}" for k, v in value.items())
-        elif isinstance(value, float):
-            shown = fmt(value, 2)
-        else:
-            shown = str(value)
-        lines.append(f"| {key}: {item['target']} | {shown} | {'yes' if item['met'] else 'NO'} |")
+    lines += ["", *report.verdict_table(verdict)]
     return "\n".join(lines) + "\n"
 
 

@@ -173,11 +173,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{fmt(lat['p95'], 2)} | {fmt(lat['p99'], 2)} | {fmt(lat['max'], 1)} | "
             f"{run['errors']} | {run['cpu']['server_cores']} |"
         )
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for key, item in result["verdicts"].items():
-        lines.append(
-            f"| {key}: {item['target']} | {item['value']} | {'yes' if item['met'] else 'NO'} |"
-        )
+    lines += ["", *report.verdict_table(result["verdicts"])]
     return "\n".join(lines) + "\n"
 
 

@@ -279,16 +279,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"The dispatch layer itself adds {result['dispatch_overhead_us']:.1f} µs to a native "
         "/predict request (in-process, `dispatch_overhead_us`).",
         "",
-        "| target | measured | met |",
-        "|---|---|---|",
+        *report.verdict_table(result["verdicts"]),
     ]
-    for key, item in result["verdicts"].items():
-        value = item["value"]
-        if isinstance(value, dict):
-            shown = ", ".join(f"{k} {fmt(v, 2)}" for k, v in value.items())
-        else:
-            shown = fmt(value, 2) if isinstance(value, float) else str(value)
-        lines.append(f"| {key}: {item['target']} | {shown} | {'yes' if item['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 

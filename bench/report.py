@@ -107,5 +107,20 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def verdict_table(verdicts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of a benchmark's targets: ``{key: {value, target, met}}``."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{name} {shown(number)}" for name, number in value.items())
+        return fmt(value, 2) if isinstance(value, float) else str(value)
+
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for key, item in verdicts.items():
+        met = "yes" if item["met"] else "NO"
+        lines.append(f"| {key}: {item['target']} | {shown(item['value'])} | {met} |")
+    return lines
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
