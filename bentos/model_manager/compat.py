@@ -11,8 +11,9 @@ from typing import Any
 
 from bentos.model_manager.schemas import ArtifactFile, PayloadResponse, Snapshot, SymbolRecord
 from bentos.shared.model_source import ServedModel
+from registry.artifact_scan import DirectoryScan, ParsedGroup
 from registry.errors import TradeserveError
-from registry.importer import SCANNED_AT_TAG, DirectoryScan, ParsedGroup
+from registry.importer import SCANNED_AT_TAG
 from training_hooks.factor.runtime import FactorRuntime
 
 MAX_LISTED_DUPLICATES = 8

@@ -22,8 +22,9 @@ from bentos.model_manager.compat import check_unique_symbols, failed_snapshot, s
 from bentos.model_manager.schemas import ImportedVersion, RefreshResponse, Snapshot
 from bentos.model_manager.state import DirectoryRow, DirectoryStore
 from registry import store
+from registry.artifact_scan import DirectoryScan, scan_directory
 from registry.errors import GateError, ModelNotFoundError, TradeserveError
-from registry.importer import DirectoryScan, register_scan, scan_directory
+from registry.importer import register_scan
 from registry.promotion import VALIDATION_TAG, current_holder, promote
 from registry.resolve import latest_version
 from registry.settings import get_settings

@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from registry.importer import utc_now_iso
+from registry.artifact_scan import utc_now_iso
 
 _metadata = MetaData()
 DIRECTORIES = Table(

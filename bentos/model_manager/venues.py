@@ -20,9 +20,10 @@ from bentos.model_manager.roots import require_under_roots
 from bentos.model_manager.schemas import VenueItem
 from bentos.model_manager.versions import version_lineage
 from bentos.shared.model_source import ModelSet, ServedModel
+from registry.artifact_scan import utc_now_iso
 from registry.errors import ModelNotFoundError, NotPromotedError, TradeserveError
 from registry.families import Family, venue_quantiles_name
-from registry.importer import SCANNED_AT_TAG, SHA_TAG, utc_now_iso
+from registry.importer import SCANNED_AT_TAG, SHA_TAG
 from registry.promotion import promote
 from registry.resolve import latest_version
 from training_hooks.registration import Lineage

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bentos.model_manager.directories import DirectoryManager
 from bentos.model_manager.state import DirectoryRow
+from registry.artifact_scan import fingerprint
 from registry.errors import TradeserveError
-from registry.importer import fingerprint
 
 logger = logging.getLogger("tradeserve.model_manager.watcher")
 

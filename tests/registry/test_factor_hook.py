@@ -15,7 +15,8 @@ import pytest
 import xgboost as xgb
 
 from registry import store
-from registry.importer import import_artifact_directory, parse_group, scan_groups
+from registry.artifact_scan import parse_group, scan_groups
+from registry.importer import import_artifact_directory
 from registry.loading import load_version
 from registry.resolve import get_version
 from registry.settings import Settings

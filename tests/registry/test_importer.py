@@ -14,12 +14,8 @@ import pytest
 import xgboost as xgb
 
 from registry import store
-from registry.importer import (
-    ArtifactImportError,
-    import_artifact_directory,
-    parse_group,
-    scan_groups,
-)
+from registry.artifact_scan import ArtifactImportError, parse_group, scan_groups
+from registry.importer import import_artifact_directory
 from registry.settings import Settings
 from registry.trust import UntrustedPickleError
 from training_hooks.factor.runtime import FactorRuntime

@@ -26,7 +26,7 @@ from harness.bento import BentoServer, bento_server
 from harness.redis import RedisServer, redis_server
 from harness.wait import wait_until
 from registry import store
-from registry.importer import fingerprint
+from registry.artifact_scan import fingerprint
 from registry.promotion import rollback
 from registry.settings import get_settings
 from tests.conftest import clear_mlflow_uris

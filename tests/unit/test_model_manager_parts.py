@@ -23,7 +23,7 @@ from bentos.model_manager.onnx import OnnxConversionError, check, convert
 from bentos.model_manager.publisher import redact, threshold_values
 from bentos.model_manager.roots import OutsideRootsError, require_under_roots
 from bentos.model_manager.settings import SEED_VENUES, ModelManagerSettings
-from registry.importer import fingerprint, scan_directory
+from registry.artifact_scan import fingerprint, scan_directory
 from tests.services.model_manager_world import train as train_booster
 from tests.services.model_manager_world import write_group
 from training_hooks.venue_quantiles.runtime import VenueTable
