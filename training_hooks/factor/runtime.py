@@ -101,85 +101,32 @@ def named_booster(booster: xgb.Booster, factors: Sequence[str]) -> xgb.Booster:
 # ── runtime ──────────────────────────────────────────────────────────────────────────
 
 
-class FactorRuntime:
-    """A loaded factor model: booster + factor list + IC table + training info."""
-
-    family: ClassVar[Family] = Family.FACTOR
+class FeatureRuntime:
+    """A model over named numeric features in a fixed order (an XGBoost booster here):
+    what factor and tabular models share, from request checks to output naming."""
 
     def __init__(
-        self,
-        booster: xgb.Booster,
-        metadata: FactorMetadata,
-        *,
-        source_root_path: str,
-        model_json_path: str,
-        model_json: str | None = None,
+        self, name: str, features: Sequence[str], objective: str, booster: xgb.Booster | None
     ) -> None:
-        """``model_json``: the booster's JSON as logged (None: rendered from ``booster``);
-        the two paths say where the model lives in the registry's artifact store."""
         self.booster = booster
-        self.metadata = metadata
-        self.source_root_path = source_root_path
-        self.model_json_path = model_json_path
-        self._logged_json = model_json
+        self._name = name
+        self._objective = objective
+        self._factors = tuple(features)
+        self._index = {feature: dim for dim, feature in enumerate(self._factors)}
         self.loaded_at = datetime.now(UTC).replace(microsecond=0).isoformat()
-        self._factors = tuple(metadata.factors)
-        self._index = {factor: dim for dim, factor in enumerate(self._factors)}
-
-    @classmethod
-    def load(cls, artifact_dir: Path, config: Mapping[str, Any], device: str = "cpu") -> Self:
-        """Load the MLflow model directory (with ``MLmodel``) of a factor model, no pickle.
-
-        ``config`` may set ``nthread`` (threads per prediction call, default 1: OpenMP
-        fan-out costs more than it saves for the small batches a service sees, and its
-        tail latency explodes on busy hosts). Prediction runs on CPU whatever ``device``
-        says: trees over ~10 factors are latency-bound, not FLOPs.
-        """
-        model_dir = Path(artifact_dir)
-        mlmodel = Model.load(model_dir)
-        flavor = mlmodel.flavors.get("xgboost")
-        if flavor is None:
-            raise FactorModelError(f"{model_dir} is not an MLflow xgboost model")
-        try:
-            metadata = FactorMetadata.model_validate(mlmodel.metadata or {})
-        except ValidationError as error:
-            raise FactorModelError(
-                f"{model_dir} has no tradeserve factor metadata in MLmodel (log it with "
-                f"log_factor or import it with registry.importer): {error}"
-            ) from error
-        booster_path = model_dir / flavor["data"]
-        booster = xgb.Booster()
-        booster.load_model(booster_path)
-        booster = named_booster(booster, metadata.factors)
-        booster.set_param({"nthread": int(config.get("nthread", DEFAULT_NTHREAD))})
-        if device != "cpu":
-            log.info(
-                "%s: factor models predict on CPU (device %s ignored)", metadata.model_name, device
-            )
-        # Everything is read now: the folder may be a temporary download.
-        source = str(mlmodel.artifact_path or model_dir).rstrip("/")
-        return cls(
-            booster,
-            metadata,
-            source_root_path=source,
-            model_json_path=f"{source}/{flavor['data']}",
-            model_json=(
-                booster_path.read_text(encoding="utf-8") if booster_path.suffix == ".json" else None
-            ),
-        )
 
     @property
     def factors(self) -> tuple[str, ...]:
-        """Factor names in input-dimension order."""
+        """Feature (factor) names in input-dimension order."""
         return self._factors
 
     @property
     def name(self) -> str:
-        return self.metadata.model_name
+        return self._name
 
     @property
     def objective(self) -> str:
-        return self.metadata.objective
+        return self._objective
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
         """Raw booster output for ``rows`` of shape (N, F), columns in factor order."""
@@ -257,6 +204,94 @@ class FactorRuntime:
         """:meth:`output_columns` as a frame (the pyfunc ``predict`` output)."""
         return pd.DataFrame(self.output_columns(raw), index=index)
 
+    @classmethod
+    def check_output(
+        cls, frame: pd.DataFrame, output: pd.DataFrame, params: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """One output row per input row, all values finite (runtime or raw pyfunc output)."""
+        problems = []
+        if len(output) != len(frame):
+            problems.append(f"expected {len(frame)} output rows, got {len(output)}")
+        values = output.select_dtypes(include="number").to_numpy(dtype=float)
+        if values.size == 0:
+            problems.append("the output has no numeric prediction column")
+        elif not np.isfinite(values).all():
+            problems.append("the output has non-finite predictions")
+        return problems
+
+    def _check_names(self, names: Any) -> None:
+        given = [str(name) for name in names]
+        present = set(given)
+        missing = [factor for factor in self._factors if factor not in present]
+        extra = [name for name in given if name not in self._index]
+        if missing or extra:
+            raise FactorMismatchError(self.name, missing, extra)
+
+
+class FactorRuntime(FeatureRuntime):
+    """A loaded factor model: booster + factor list + IC table + training info."""
+
+    family: ClassVar[Family] = Family.FACTOR
+
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        metadata: FactorMetadata,
+        *,
+        source_root_path: str,
+        model_json_path: str,
+        model_json: str | None = None,
+    ) -> None:
+        """``model_json``: the booster's JSON as logged (None: rendered from ``booster``);
+        the two paths say where the model lives in the registry's artifact store."""
+        super().__init__(metadata.model_name, metadata.factors, metadata.objective, booster)
+        self.metadata = metadata
+        self.source_root_path = source_root_path
+        self.model_json_path = model_json_path
+        self._logged_json = model_json
+
+    @classmethod
+    def load(cls, artifact_dir: Path, config: Mapping[str, Any], device: str = "cpu") -> Self:
+        """Load the MLflow model directory (with ``MLmodel``) of a factor model, no pickle.
+
+        ``config`` may set ``nthread`` (threads per prediction call, default 1: OpenMP
+        fan-out costs more than it saves for the small batches a service sees, and its
+        tail latency explodes on busy hosts). Prediction runs on CPU whatever ``device``
+        says: trees over ~10 factors are latency-bound, not FLOPs.
+        """
+        model_dir = Path(artifact_dir)
+        mlmodel = Model.load(model_dir)
+        flavor = mlmodel.flavors.get("xgboost")
+        if flavor is None:
+            raise FactorModelError(f"{model_dir} is not an MLflow xgboost model")
+        try:
+            metadata = FactorMetadata.model_validate(mlmodel.metadata or {})
+        except ValidationError as error:
+            raise FactorModelError(
+                f"{model_dir} has no tradeserve factor metadata in MLmodel (log it with "
+                f"log_factor or import it with registry.importer): {error}"
+            ) from error
+        booster_path = model_dir / flavor["data"]
+        booster = xgb.Booster()
+        booster.load_model(booster_path)
+        booster = named_booster(booster, metadata.factors)
+        booster.set_param({"nthread": int(config.get("nthread", DEFAULT_NTHREAD))})
+        if device != "cpu":
+            log.info(
+                "%s: factor models predict on CPU (device %s ignored)", metadata.model_name, device
+            )
+        # Everything is read now: the folder may be a temporary download.
+        source = str(mlmodel.artifact_path or model_dir).rstrip("/")
+        return cls(
+            booster,
+            metadata,
+            source_root_path=source,
+            model_json_path=f"{source}/{flavor['data']}",
+            model_json=(
+                booster_path.read_text(encoding="utf-8") if booster_path.suffix == ".json" else None
+            ),
+        )
+
     def payload(self) -> FactorPayload:
         """model_manager's model payload for this model."""
         info = self.metadata.training_info
@@ -285,29 +320,6 @@ class FactorRuntime:
     @functools.cached_property
     def _model_json(self) -> str:
         return self._logged_json or self.booster.save_raw("json").decode()
-
-    @classmethod
-    def check_output(
-        cls, frame: pd.DataFrame, output: pd.DataFrame, params: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        """One output row per input row, all values finite (runtime or raw pyfunc output)."""
-        problems = []
-        if len(output) != len(frame):
-            problems.append(f"expected {len(frame)} output rows, got {len(output)}")
-        values = output.select_dtypes(include="number").to_numpy(dtype=float)
-        if values.size == 0:
-            problems.append("the output has no numeric prediction column")
-        elif not np.isfinite(values).all():
-            problems.append("the output has non-finite predictions")
-        return problems
-
-    def _check_names(self, names: Any) -> None:
-        given = [str(name) for name in names]
-        present = set(given)
-        missing = [factor for factor in self._factors if factor not in present]
-        extra = [name for name in given if name not in self._index]
-        if missing or extra:
-            raise FactorMismatchError(self.name, missing, extra)
 
 
 def _floats(values: Sequence[float | None]) -> list[float]:

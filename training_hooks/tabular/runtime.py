@@ -1,9 +1,9 @@
 """Tabular runtime: an XGBoost or scikit-learn model as MLflow's own flavors logged it.
 
-A tabular model is served exactly like a factor model, so :class:`TabularRuntime` reuses
-:class:`~training_hooks.factor.runtime.FactorRuntime`'s request handling (columns matched by
-name, nulls as missing, inf, width and row-limit checks, the gate's ``predict``) and its
-output naming for boosters. What differs is where the model comes from: the feature order
+A tabular model is served exactly like a factor model: both are a
+:class:`~training_hooks.factor.runtime.FeatureRuntime` (request handling: columns matched by
+name, nulls as missing, inf, width and row-limit checks, the gate's ``predict``; output
+naming for boosters). What differs is where the model comes from: the feature order
 is the booster's feature names, the estimator's ``feature_names_in_`` or the logged
 signature, never factor metadata.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -31,7 +30,7 @@ from training_hooks.factor.runtime import (
     DEFAULT_NTHREAD,
     FactorInputError,
     FactorModelError,
-    FactorRuntime,
+    FeatureRuntime,
     booster_objective,
     named_booster,
 )
@@ -39,7 +38,7 @@ from training_hooks.factor.runtime import (
 SKLEARN_OBJECTIVE_PREFIX = "sklearn:"
 
 
-class TabularRuntime(FactorRuntime):
+class TabularRuntime(FeatureRuntime):
     """A loaded tabular model: an XGBoost booster or a scikit-learn estimator, with its
     feature order (and class labels, for scikit-learn classifiers)."""
 
@@ -54,23 +53,16 @@ class TabularRuntime(FactorRuntime):
         booster: xgb.Booster | None = None,
         estimator: Any = None,
     ) -> None:
-        """Exactly one of ``booster`` and ``estimator``. FactorRuntime's ``__init__`` is not
-        called: there is no factor metadata, and its request handling only reads the feature
-        order set here."""
+        """Exactly one of ``booster`` and ``estimator``."""
         if (booster is None) == (estimator is None):
             raise FactorModelError("a tabular model is either a booster or an estimator")
-        self.booster = booster
+        super().__init__(name, features, objective, booster)
         self.estimator = estimator
-        self._name = name
-        self._objective = objective
-        self._factors = tuple(features)
-        self._index = {feature: dim for dim, feature in enumerate(self._factors)}
         classes = (
             getattr(estimator, "classes_", None) if hasattr(estimator, "predict_proba") else None
         )
         self.classes: tuple[Any, ...] | None = None if classes is None else tuple(classes.tolist())
         self._named_input = estimator is not None and hasattr(estimator, "feature_names_in_")
-        self.loaded_at = datetime.now(UTC).replace(microsecond=0).isoformat()
 
     @classmethod
     def load(cls, artifact_dir: Path, config: Mapping[str, Any], device: str = "cpu") -> Self:
@@ -106,15 +98,6 @@ class TabularRuntime(FactorRuntime):
             f"{model_dir} is neither an MLflow xgboost nor an sklearn model "
             f"(flavors: {', '.join(mlmodel.flavors)})"
         )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def objective(self) -> str:
-        """The booster's objective, or ``sklearn:<estimator class>``."""
-        return self._objective
 
     def predict_rows(self, rows: np.ndarray) -> np.ndarray:
         """Raw output for ``rows`` (N, F) in feature order: the booster's, or the estimator's
