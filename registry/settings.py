@@ -7,13 +7,13 @@ local artifact folder inside ``TRADESERVE_HOME``.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.env_lists import PathList
 
 
 class Settings(BaseSettings):
@@ -45,18 +45,11 @@ class Settings(BaseSettings):
     actor: str | None = Field(
         default=None, description="Name recorded in promotion audit entries (default: OS user)."
     )
-    trusted_pickle_dirs: Annotated[list[Path], NoDecode] = Field(
+    trusted_pickle_dirs: PathList = Field(
         default_factory=list,
         description="Directories whose pickles tradeserve may read (model_manager .pkl files), "
         "os.pathsep-separated; pickles anywhere else are refused.",
     )
-
-    @field_validator("trusted_pickle_dirs", mode="before")
-    @classmethod
-    def _split_paths(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part]
-        return value
 
     @property
     def home_dir(self) -> Path:

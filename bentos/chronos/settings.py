@@ -13,6 +13,8 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.env_lists import OptionalNameList
+
 
 class ChronosSettings(BaseSettings):
     """What ChronosForecaster serves and the requests it accepts."""
@@ -21,9 +23,10 @@ class ChronosSettings(BaseSettings):
         env_prefix="TRADESERVE_CHRONOS_", extra="ignore", populate_by_name=True
     )
 
-    models: list[str] | None = Field(
+    models: OptionalNameList = Field(
         default=None,
-        description="Chronos models to serve, a JSON list (default: every promoted one).",
+        description="Chronos models to serve, a JSON list or comma-separated names (default: "
+        "every promoted one).",
     )
     max_series_per_request: int = Field(
         default=1000,

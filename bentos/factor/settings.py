@@ -6,12 +6,12 @@ served-model list to N1V1's ``PRELOAD_MODELS`` (comma-separated).
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.env_lists import OptionalNameList
 
 
 class FactorSettings(BaseSettings):
@@ -21,7 +21,7 @@ class FactorSettings(BaseSettings):
         env_prefix="TRADESERVE_FACTOR_", extra="ignore", populate_by_name=True
     )
 
-    models: Annotated[list[str] | None, NoDecode] = Field(
+    models: OptionalNameList = Field(
         default=None,
         validation_alias=AliasChoices("TRADESERVE_FACTOR_MODELS", "PRELOAD_MODELS"),
         description="Factor and tabular models to serve, a JSON list or comma-separated names "
@@ -46,19 +46,6 @@ class FactorSettings(BaseSettings):
         description="Serve N1V1's routes (/predict with model_name, /predict/batch, /health, "
         "/reload/{name}) beside the native ones.",
     )
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _names(cls, value: object) -> object:
-        """A JSON list, or comma-separated names as N1V1 read them; blank means default."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if not text:
-            return None
-        if text.startswith("["):
-            return json.loads(text)
-        return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @lru_cache(maxsize=1)

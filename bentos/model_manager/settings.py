@@ -9,14 +9,12 @@ too.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from pathlib import Path
-from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.env_lists import NameList, PathList
 from registry.settings import get_settings
 
 # model_manager's venues (backend/quantiles.py): five exchanges, margin and futures each.
@@ -34,7 +32,7 @@ class ModelManagerSettings(BaseSettings):
         env_prefix="TRADESERVE_MODEL_MANAGER_", extra="ignore", populate_by_name=True
     )
 
-    model_roots: Annotated[list[Path], NoDecode] = Field(
+    model_roots: PathList = Field(
         default_factory=list,
         validation_alias=AliasChoices("TRADESERVE_MODEL_ROOTS", "TRADESERVE_MODEL_MANAGER_ROOTS"),
         description="Folders (os.pathsep-separated) under which the HTTP API may read artifact "
@@ -53,10 +51,10 @@ class ModelManagerSettings(BaseSettings):
         description="Every promoted table is written to Redis again this often, so a Redis "
         "that restarted empty is repaired without a promotion.",
     )
-    venues: Annotated[list[str], NoDecode] = Field(
+    venues: NameList = Field(
         default_factory=lambda: list(SEED_VENUES),
-        description="Venues PUT /api/venues/{venue}/quantiles accepts (comma-separated); "
-        "default: model_manager's ten.",
+        description="Venues PUT /api/venues/{venue}/quantiles accepts, "
+        "a JSON list or comma-separated; default: model_manager's ten.",
     )
     database_url: str | None = Field(
         default=None,
@@ -87,20 +85,6 @@ class ModelManagerSettings(BaseSettings):
         description="How long a changed fingerprint must hold before it is imported (files "
         "still being written are not).",
     )
-
-    @field_validator("model_roots", mode="before")
-    @classmethod
-    def _split_paths(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part]
-        return value
-
-    @field_validator("venues", mode="before")
-    @classmethod
-    def _split_venues(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @property
     def effective_database_url(self) -> str:
