@@ -30,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 class AuditEntry(BaseModel):
-    """One promotion or rollback attempt on an alias."""
+    """One promotion or rollback attempt on an alias, or a move made outside tradeserve
+    (``observed``: the alias had already moved when a service saw it, :mod:`registry.observed`)."""
 
-    event: Literal["promote", "rollback"]
+    event: Literal["promote", "rollback", "observed"]
     name: str
     alias: str
     from_version: str | None = Field(description="Version that held the alias before")
@@ -40,7 +41,10 @@ class AuditEntry(BaseModel):
     actor: str
     time: datetime
     reason: str | None = None
-    passed: bool = Field(description="Gate result; a failed attempt changes nothing")
+    passed: bool = Field(
+        description="Gate result; a failed attempt changes nothing (an observed move happened "
+        "anyway: services keep serving the previous version)"
+    )
     problems: list[str] = Field(default_factory=list)
     state: Literal["pending", "done"] = Field(
         default="done", description="pending: written before the alias moved, not yet confirmed"
@@ -66,12 +70,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def record(entry: AuditEntry, client: MlflowClient | None = None) -> None:
-    """Store ``entry`` on the version it concerns."""
+def record(entry: AuditEntry, client: MlflowClient | None = None, key: str | None = None) -> None:
+    """Store ``entry`` on the version it concerns, under ``key`` (default: its time stamp;
+    writers racing to record the same event pass the same key, so one tag remains)."""
     mlflow_client = client or store.client()
     with store.translate_errors():
         mlflow_client.set_model_version_tag(
-            entry.name, entry.to_version, entry.tag_key, entry.model_dump_json()
+            entry.name, entry.to_version, key or entry.tag_key, entry.model_dump_json()
         )
 
 

@@ -78,7 +78,13 @@ def promote(
     reason: ReasonOption = None,
     require: Annotated[
         list[str] | None,
-        typer.Option("--require", help="Metric bound the version must meet, e.g. val_sharpe>=0.5"),
+        typer.Option(
+            "--require",
+            metavar="METRIC>=VALUE",
+            help="A bound the version's metrics must meet, e.g. sharpe>=0.5 (>=, >, <=, <, ==; "
+            "training metrics and those `tradeserve evaluate` logged on it); repeatable. "
+            "An unmet or missing metric refuses the promotion.",
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -261,10 +267,20 @@ def evaluate(
     modes: Annotated[
         str, typer.Option(callback=require_items, help="Blend modes: argmax, mixture.")
     ] = "argmax,mixture",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            callback=require_pins,
+            metavar="NAME=VERSION",
+            help="Evaluate this version instead of the promoted one (repeatable).",
+        ),
+    ] = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log a run.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Walk-forward evaluation of RegimeBlend's decisions vs buy-and-hold, logged to MLflow."""
+    """Walk-forward evaluation of RegimeBlend's decisions vs buy-and-hold, logged to MLflow
+    and on every evaluated version's model (so `promote --require sharpe>=X` can gate)."""
     from bentos.regime_blend.evaluate import EvaluationConfig
     from bentos.regime_blend.evaluate import evaluate as run_evaluation
 
@@ -275,6 +291,7 @@ def evaluate(
         end=end,
         symbols=tuple(symbol.upper() for symbol in items(symbols)),
         modes=tuple(items(modes)),
+        versions=dict(pin.split("=", 1) for pin in model or []),
     )
     with json_stdout(as_json), progress_reporter("evaluation", to_stderr=as_json) as progress:
         report = run_evaluation(config, log_to_mlflow=not no_mlflow, progress=progress)
@@ -294,6 +311,15 @@ def parse_day(text: str | date) -> date:
 def items(text: str) -> list[str]:
     """The non-empty entries of a comma-separated option."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def require_pins(pins: list[str] | None) -> list[str] | None:
+    """Option callback: each ``--model`` is NAME=VERSION with a version number."""
+    for pin in pins or []:
+        name, _, version = pin.partition("=")
+        if not name.strip() or not version.isdigit() or int(version) < 1:
+            raise typer.BadParameter(f"{pin!r} is not NAME=VERSION (e.g. specialist-bull=3)")
+    return pins
 
 
 def require_items(text: str) -> str:

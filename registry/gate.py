@@ -6,6 +6,7 @@ live swaps and start-up (:func:`check_loaded`, :func:`load_servable`).
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -18,24 +19,32 @@ import pandas as pd
 from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
-from registry import store
+from registry import model_metrics, store
 from registry.errors import GateError, RegistryUnavailableError, TradeserveError
 from registry.families import Family, runtime_class
 from registry.resolve import ResolvedVersion, resolve, to_resolved
 from registry.trust import UntrustedPickleError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from registry.loading import LoadedModel
 
-_OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-_THRESHOLD = re.compile(r"^\s*([A-Za-z0-9_.\-/ ]+?)\s*(>=|<=|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
+_OPERATORS = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_THRESHOLD = re.compile(r"^\s*([A-Za-z0-9_.\-/ ]+?)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
 
 
 class MetricThreshold(BaseModel):
     """A required bound on one of the version's logged metrics, e.g. ``val_accuracy>=0.4``."""
 
     metric: str
-    op: Literal[">=", "<=", ">", "<"]
+    op: Literal[">=", "<=", "==", ">", "<"]
     value: float
 
     @classmethod
@@ -47,7 +56,7 @@ class MetricThreshold(BaseModel):
             value = None
         if match is None or value is None:
             raise TradeserveError(
-                f"cannot read threshold '{text}'; write it as METRIC>=VALUE (or <=, >, <)"
+                f"cannot read threshold '{text}'; write it as METRIC>=VALUE (or <=, ==, >, <)"
             )
         return cls(metric=match.group(1), op=match.group(2), value=value)
 
@@ -87,7 +96,7 @@ def validate_version(
     report.problems.extend(check_loaded(loaded))
     report.checks.append("predict input example: shape and finite values")
     if thresholds:
-        report.problems.extend(_check_thresholds(candidate, thresholds, client))
+        report.problems.extend(threshold_problems(candidate, thresholds, client))
         report.checks.append("metric thresholds")
     return report
 
@@ -144,16 +153,17 @@ def load_servable(name: str, device: str = "cpu", client: MlflowClient | None = 
 
 
 def load_checked(
-    resolved: ResolvedVersion, device: str = "cpu"
+    resolved: ResolvedVersion, device: str = "cpu", model_dir: Path | None = None
 ) -> tuple[LoadedModel | None, list[str]]:
-    """``resolved`` loaded onto ``device`` and the problems :func:`check_loaded` finds (the
-    load failure when it does not load). An unreachable registry and an untrusted pickle are
-    raised: they say nothing about the version (the operator's network, the operator's
-    trust), and no other version of the model would do better."""
+    """``resolved`` loaded onto ``device`` (from ``model_dir`` when already downloaded) and
+    the problems :func:`check_loaded` finds (the load failure when it does not load). An
+    unreachable registry and an untrusted pickle are raised: they say nothing about the
+    version (the operator's network, the operator's trust), and no other version of the
+    model would do better."""
     from registry.loading import load_version
 
     try:
-        loaded = load_version(resolved, device=device)
+        loaded = load_version(resolved, device=device, model_dir=model_dir)
     except (RegistryUnavailableError, UntrustedPickleError):
         raise
     except Exception as error:  # any other load failure is the version's
@@ -189,29 +199,44 @@ def check_prediction(family: Family, example: Any, output: Any) -> list[str]:
     return problems
 
 
-def _check_thresholds(
+def threshold_problems(
     candidate: ResolvedVersion, thresholds: Iterable[MetricThreshold], client: MlflowClient | None
 ) -> list[str]:
+    """One line per threshold the version's metrics miss; a metric never logged fails."""
     metrics = version_metrics(candidate, client)
     problems = []
     for threshold in thresholds:
         if threshold.metric not in metrics:
-            known = ", ".join(sorted(metrics)) or "none"
-            problems.append(f"metric '{threshold.metric}' was not logged (logged: {known})")
+            problems.append(
+                f"metric '{threshold.metric}' was not logged ({_known(threshold, metrics)})"
+            )
         elif not _OPERATORS[threshold.op](metrics[threshold.metric], threshold.value):
             problems.append(f"{threshold.metric}={metrics[threshold.metric]:g} fails {threshold}")
     return problems
 
 
+def _known(threshold: MetricThreshold, metrics: Mapping[str, float]) -> str:
+    """The logged names closest to a missing one (or the first few), for its error line."""
+    close = difflib.get_close_matches(threshold.metric, list(metrics), n=3)
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    names = sorted(metrics)
+    more = f", ... ({len(names) - 12} more)" if len(names) > 12 else ""
+    return f"logged: {', '.join(names[:12]) or 'none'}{more}"
+
+
 def version_metrics(
     candidate: ResolvedVersion, client: MlflowClient | None = None
 ) -> dict[str, float]:
-    """Metrics logged for the version's training run."""
-    if not candidate.run_id:
-        return {}
+    """The version's metrics at their latest values: its training run's, overlaid by those
+    logged on its logged model (``tradeserve evaluate``'s walk-forward results)."""
     mlflow_client = client or store.client()
-    with store.translate_errors():
-        return dict(mlflow_client.get_run(candidate.run_id).data.metrics)
+    with store.translate_errors(f"version {candidate.version} of model '{candidate.name}'"):
+        version = mlflow_client.get_model_version(candidate.name, candidate.version)
+    return {
+        key: metric.value
+        for key, metric in model_metrics.version_metrics(version, mlflow_client).items()
+    }
 
 
 def _as_frame(value: Any) -> pd.DataFrame:

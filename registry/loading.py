@@ -87,18 +87,26 @@ def _runtime(mlmodel: Model, model_dir: Path, family: Family, device: str) -> Fa
     return runtime_cls.load(model_dir, config, device=device)
 
 
-def load_version(resolved: ResolvedVersion, device: str = "cpu") -> LoadedModel:
+def load_version(
+    resolved: ResolvedVersion, device: str = "cpu", model_dir: Path | None = None
+) -> LoadedModel:
     """Download ``resolved`` to a temporary folder, load it onto ``device`` with its input
     example, and remove the folder (a Chronos version is hundreds of MB, and a service
-    loads one per promotion)."""
+    loads one per promotion). ``model_dir``: its copy, already downloaded (live updates
+    download apart, under a timeout, to tell an outage from a broken version)."""
+    if model_dir is not None:
+        return _load_downloaded(resolved, model_dir, device)
     with tempfile.TemporaryDirectory(
         prefix=f"tradeserve-{resolved.name}-v{resolved.version}-", ignore_cleanup_errors=True
     ) as scratch:
-        model_dir = download(resolved, Path(scratch))
-        mlmodel = Model.load(str(model_dir))
-        return LoadedModel(
-            resolved=resolved,
-            runtime=_runtime(mlmodel, model_dir, resolved.family, device),
-            metadata=dict(mlmodel.metadata or {}),
-            example=read_input_example(mlmodel, model_dir),
-        )
+        return _load_downloaded(resolved, download(resolved, Path(scratch)), device)
+
+
+def _load_downloaded(resolved: ResolvedVersion, model_dir: Path, device: str) -> LoadedModel:
+    mlmodel = Model.load(str(model_dir))
+    return LoadedModel(
+        resolved=resolved,
+        runtime=_runtime(mlmodel, model_dir, resolved.family, device),
+        metadata=dict(mlmodel.metadata or {}),
+        example=read_input_example(mlmodel, model_dir),
+    )

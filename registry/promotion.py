@@ -15,14 +15,14 @@ from typing import Literal
 from mlflow import MlflowClient
 from pydantic import BaseModel
 
-from registry import audit, store
+from registry import audit, description, store
 from registry.errors import GateError, NotPromotedError, TradeserveError
-from registry.gate import GateReport, MetricThreshold, validate_version
+from registry.gate import GateReport, MetricThreshold, threshold_problems, validate_version
 from registry.resolve import ResolvedVersion, get_version, resolve
 from registry.settings import get_settings
 
-VALIDATION_TAG = "validation_status"
-VALIDATION_ERROR_TAG = "validation_error"
+VALIDATION_TAG = description.VALIDATION_TAG
+VALIDATION_ERROR_TAG = description.VALIDATION_ERROR_TAG
 
 
 class PromotionResult(BaseModel):
@@ -51,7 +51,13 @@ def promote(
     thresholds: Sequence[MetricThreshold] = (),
     client: MlflowClient | None = None,
 ) -> PromotionResult:
-    """Validate ``name`` version ``version`` and, if it passes, make it the ``alias`` holder."""
+    """Validate ``name`` version ``version`` and, if it passes, make it the ``alias`` holder.
+
+    ``thresholds`` (the CLI's ``--require``) are checked first, on the version's metrics
+    (training run and logged model: walk-forward results of ``tradeserve evaluate``); an
+    unmet or missing one refuses the promotion before the gate runs. The refusal is audited
+    but leaves ``validation_status`` alone: the version is not broken, it misses this bar.
+    """
     mlflow_client = client or store.client()
     alias = alias or get_settings().alias
     candidate = get_version(name, version, mlflow_client)
@@ -91,6 +97,17 @@ def current_holder(name: str, alias: str, client: MlflowClient) -> ResolvedVersi
     return resolved if resolved.alias == alias else None
 
 
+def mirror_stage(name: str, alias: str, version: str, client: MlflowClient) -> None:
+    """Give ``version``, the new holder of ``alias``, the legacy stage (``Production``,
+    archiving the previous holder) when ``alias`` is the promotion alias, so stage-based
+    clients and the UI's stage column agree with it. Idempotent."""
+    settings = get_settings()
+    if alias == settings.alias:
+        client.transition_model_version_stage(
+            name, version, settings.legacy_stage, archive_existing_versions=True
+        )
+
+
 def _move_alias(
     event: Literal["promote", "rollback"],
     candidate: ResolvedVersion,
@@ -100,7 +117,15 @@ def _move_alias(
     client: MlflowClient,
 ) -> PromotionResult:
     previous = current_holder(candidate.name, alias, client)
-    report = validate_version(candidate, thresholds, client)
+    unmet = threshold_problems(candidate, thresholds, client) if thresholds else []
+    report = (
+        GateReport(name=candidate.name, version=candidate.version, family=candidate.family)
+        if unmet
+        else validate_version(candidate, (), client)
+    )
+    report.problems.extend(unmet)
+    if thresholds:
+        report.checks.append("metric thresholds")
     entry = audit.AuditEntry(
         event=event,
         name=candidate.name,
@@ -114,6 +139,14 @@ def _move_alias(
         problems=report.problems,
     )
     with store.translate_errors():
+        if unmet:
+            audit.record(entry, client)
+            description.refresh(candidate.name, [candidate.version], client)
+            stays = f"version {previous.version}" if previous else "unset"
+            raise GateError(
+                f"version {candidate.version} of '{candidate.name}' does not meet the promotion "
+                f"requirements: {'; '.join(unmet)}. {alias} stays {stays}"
+            )
         if not report.passed:
             client.set_model_version_tag(
                 candidate.name, candidate.version, VALIDATION_TAG, "failed"
@@ -122,6 +155,7 @@ def _move_alias(
                 candidate.name, candidate.version, VALIDATION_ERROR_TAG, "; ".join(report.problems)
             )
             audit.record(entry, client)
+            description.refresh(candidate.name, [candidate.version], client)
             stays = f"version {previous.version}" if previous else "unset"
             raise GateError(
                 f"version {candidate.version} of '{candidate.name}' failed the promotion gate: "
@@ -134,18 +168,13 @@ def _move_alias(
         audit.record(pending, client)
         try:
             client.set_registered_model_alias(candidate.name, alias, candidate.version)
-            settings = get_settings()
-            if alias == settings.alias:
-                client.transition_model_version_stage(
-                    candidate.name,
-                    candidate.version,
-                    settings.legacy_stage,
-                    archive_existing_versions=True,
-                )
+            mirror_stage(candidate.name, alias, candidate.version, client)
         except BaseException:
             audit.settle_failed(pending, client)
             raise
         audit.record(entry, client)
+    touched = [candidate.version, *([previous.version] if previous else [])]
+    description.refresh(candidate.name, touched, client)
     return PromotionResult(
         event=event,
         name=candidate.name,

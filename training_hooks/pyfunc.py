@@ -1,7 +1,9 @@
 """One MLflow pyfunc for every pickle-free family: a thin adapter over its runtime.
 
 Models are logged "from code" (``pyfunc_entry.py``), so loading them executes that small
-file instead of unpickling an object; the weights stay plain files (safetensors, JSON).
+file instead of unpickling an object; the weights stay plain files (safetensors, JSON). This
+module travels with each model, with its family's runtime, as ``code_paths``
+(:mod:`training_hooks.portable`): keep its imports to the registry core and the runtimes.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ from mlflow.models.model import ModelInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry import store
-from registry.families import Family, check_name, runtime_class
-from training_hooks.pyfunc import ARTIFACT_KEY, ENTRY_FILE
+from registry.description import refresh as refresh_description
+from registry.families import Family, check_name, family_spec, runtime_class
+from training_hooks.portable import model_dependencies
+from training_hooks.pyfunc import ARTIFACT_KEY, ENTRY_FILE, TradeservePyfunc
 
 FAMILY_TAG = "family"
 VALIDATION_TAG = "validation_status"
@@ -50,11 +52,6 @@ def code_version() -> str:
         if commit:
             return f"{version}+g{commit}"
     return version
-
-
-def requirements(*packages: str) -> list[str]:
-    """Pinned pip requirements for the installed versions of ``packages``."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
 
 class Lineage(BaseModel):
@@ -125,6 +122,7 @@ def register_logged_model(
         if metrics:
             clean = {key: float(value) for key, value in metrics.items()}
             mlflow.log_metrics(clean, model_id=model_info.model_id)
+    refresh_description(name, [str(created.version)], mlflow_client)  # the UI's version page
     return RegisteredVersion(
         name=name,
         version=str(created.version),
@@ -147,20 +145,25 @@ def log_pyfunc_model(
     metadata: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
-    pip_requirements: list[str] | None = None,
 ) -> RegisteredVersion:
     """Log ``artifact_dir`` as a tradeserve pyfunc of ``family`` and register a version.
 
     The runtime is loaded and run on ``input_example`` first, so a model that cannot load
     or predict is never logged, and the signature (with ``params`` and their defaults) is
-    inferred from real output.
+    inferred from real output. The adapter and the family runtime travel with the model as
+    ``code_paths``, with the pinned requirements of what they import
+    (:mod:`training_hooks.portable`): ``mlflow.pyfunc.load_model`` needs no tradeserve.
     """
     check_name(name, family)
     config = {"family": family.value, **model_config}
     runtime = runtime_class(family).load(Path(artifact_dir), model_config)
     output = runtime.predict(input_example, params)
     signature: ModelSignature = infer_signature(input_example, output, params=dict(params or {}))
-    with training_run(name, family, lineage):
+    modules = [TradeservePyfunc.__module__, family_spec(family).runtime.split(":")[0]]
+    with (
+        training_run(name, family, lineage),
+        model_dependencies(modules=modules) as dependencies,
+    ):
         if metrics:
             mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
         model_info = mlflow.pyfunc.log_model(
@@ -171,7 +174,8 @@ def log_pyfunc_model(
             signature=signature,
             input_example=input_example,
             metadata=dict(metadata or {}),
-            pip_requirements=pip_requirements or requirements("mlflow", "pandas", "numpy"),
+            code_paths=dependencies.code_paths,
+            pip_requirements=dependencies.pip_requirements,
         )
         return register_logged_model(
             model_info,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,9 @@ from registry.families import REGIME_DETECTOR_NAME, SPECIALIST_ROLES, specialist
 from training_hooks.market_data import DEMO_SPLITS, MarketDataStore
 from training_hooks.regime.runtime import REGIME_LABELS, RegimeRuntime
 
+if TYPE_CHECKING:
+    from registry.resolve import ResolvedVersion
+
 TRADING_DAYS = 252
 BUY_AND_HOLD = "buy_and_hold"
 
@@ -60,6 +63,11 @@ class EvaluationConfig(BaseModel):
     modes: tuple[str, ...] = ("argmax", "mixture")
     initial_capital: float = Field(default=1_000_000.0, gt=0)
     cost_bps: float = Field(default=1.0, ge=0, description="cost per traded notional, in bps")
+    versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="registered name -> version to evaluate instead of the promoted one (a "
+        "candidate, before `tradeserve promote --require`)",
+    )
 
 
 class StrategyMetrics(BaseModel):
@@ -126,20 +134,31 @@ class Simulation:
     decisions: pd.DataFrame
 
 
-def load_promoted_models() -> Models:
-    """The promoted regime detector and specialists, loaded in-process from the registry."""
+def load_promoted_models(pinned: Mapping[str, str] | None = None) -> Models:
+    """The promoted regime detector and specialists, loaded in-process from the registry;
+    ``pinned`` (registered name -> version) replaces a promoted version by a given one."""
     from registry.catalog import list_models
     from registry.loading import load_version
-    from registry.resolve import resolve
+    from registry.resolve import get_version, resolve
 
-    promoted = {summary.name for summary in list_models() if summary.version}
-    regime = load_version(resolve(REGIME_DETECTOR_NAME))
+    pinned = dict(pinned or {})
+    roles = {specialist_name(role): role for role in SPECIALIST_ROLES}
+    unknown = sorted(set(pinned) - {REGIME_DETECTOR_NAME, *roles})
+    if unknown:
+        known = ", ".join([REGIME_DETECTOR_NAME, *roles])
+        raise TradeserveError(f"the evaluation runs no model named {unknown}; it runs {known}")
+
+    def chosen(name: str) -> ResolvedVersion:
+        return get_version(name, pinned[name]) if name in pinned else resolve(name)
+
+    promoted = {summary.name for summary in list_models() if summary.version} | set(pinned)
+    regime = load_version(chosen(REGIME_DETECTOR_NAME))
     versions = {REGIME_DETECTOR_NAME: regime.resolved.version}
     specialists = {}
     for role in SPECIALIST_ROLES:
         if specialist_name(role) not in promoted:
             continue
-        loaded = load_version(resolve(specialist_name(role)))
+        loaded = load_version(chosen(specialist_name(role)))
         specialists[role] = loaded.runtime
         versions[loaded.resolved.name] = loaded.resolved.version
     if not specialists:
@@ -308,7 +327,7 @@ def evaluate(
         raise TradeserveError(f"unknown blend mode(s) {unknown}; use argmax and/or mixture")
     policy = DecisionPolicy.from_settings(settings)
     progress("loading the promoted regime detector and specialists")
-    models = load_promoted_models()
+    models = load_promoted_models(config.versions)
     store = MarketDataStore(settings.market_path)
     signals = {
         symbol: symbol_signals(store.load(symbol), models, config.start, config.end)
@@ -329,7 +348,7 @@ def evaluate(
     report.seconds = time.perf_counter() - started
     if log_to_mlflow:
         progress("logging the evaluation run to MLflow")
-        report.run_id = log_run(report, artifacts, settings)
+        report.run_id = log_run(report, runs, artifacts, settings)
     report.seconds = time.perf_counter() - started
     return report
 

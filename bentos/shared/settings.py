@@ -35,6 +35,12 @@ class ServingSettings(BaseSettings):
     poll_interval_s: float = Field(
         default=10.0, gt=0, description="How often live mode checks the registry."
     )
+    download_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Live mode gives up a version's download after this long (a stalled "
+        "registry) and retries it with backoff; a Chronos version is hundreds of MB.",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="Secret of the MLflow registry webhook (HMAC-SHA256): with it, "

@@ -367,7 +367,7 @@ def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
         ),
         pytest.param(
             ("promote", ALPHA, "2", "--require", "coverage=>0.5"),
-            "cannot read threshold 'coverage=>0.5'; write it as METRIC>=VALUE (or <=, >, <)",
+            "cannot read threshold 'coverage=>0.5'; write it as METRIC>=VALUE (or <=, ==, >, <)",
             id="threshold-syntax",
         ),
         pytest.param(
@@ -382,7 +382,7 @@ def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
         ),
         pytest.param(
             ("promote", ALPHA, "2", "--require", "coverage>=0.5.1"),
-            "cannot read threshold 'coverage>=0.5.1'; write it as METRIC>=VALUE (or <=, >, <)",
+            "cannot read threshold 'coverage>=0.5.1'; write it as METRIC>=VALUE (or <=, ==, >, <)",
             id="threshold-number",
         ),
         pytest.param(
@@ -427,6 +427,12 @@ def test_history_of_a_model_never_promoted(cli_home: Path) -> None:
             id="evaluate-no-modes",
         ),
         pytest.param(
+            ("evaluate", "--model", "specialist-bull", "--no-mlflow"),
+            "Invalid value for '--model': 'specialist-bull' is not NAME=VERSION "
+            "(e.g. specialist-bull=3) (see `tradeserve evaluate --help`)",
+            id="evaluate-model-without-version",
+        ),
+        pytest.param(
             ("evaluate", "--modes", "median", "--no-mlflow"),
             "unknown blend mode(s) ['median']; use argmax and/or mixture",
             id="evaluate-unknown-mode",
@@ -465,8 +471,8 @@ def test_gate_failures_are_one_line_and_change_nothing(cli_home: Path) -> None:
         tradeserve(cli_home, "promote", ALPHA, "2", "--require", "coverage>=0.85")
     )
     assert message == (
-        f"version 2 of '{ALPHA}' failed the promotion gate: coverage=0.8 fails "
-        "coverage>=0.85. champion stays version 1"
+        f"version 2 of '{ALPHA}' does not meet the promotion requirements: coverage=0.8 "
+        "fails coverage>=0.85. champion stays version 1"
     )
     listed = models_json(cli_home)
     assert (listed[BEAR]["version"], listed[ALPHA]["version"]) == ("1", "1")

@@ -258,6 +258,9 @@ def test_promotion_moves_alias_mirrors_stage_and_is_audited(
     assert [e.reason for e in entries] == ["initial thresholds", "wider venue coverage"]
     assert all(e.actor == ACTOR and e.passed and e.alias == "champion" for e in entries)
     assert started <= entries[0].time <= entries[1].time <= finished
+    page = store.client().get_model_version(TABLE_NAME, "2").description  # the UI's view
+    assert "#### Gate: passed" in page and "| coverage | 0.95 | training run |" in page
+    assert f"| promote | champion | v1 → v2 | {ACTOR} | passed | wider venue coverage |" in page
 
     (summary,) = list_models()
     assert (summary.family, summary.name, summary.version) == ("venue-quantiles", TABLE_NAME, "2")
@@ -374,6 +377,7 @@ def test_non_finite_predictions_fail_the_gate(backend: Backend, policy_dir: Poli
         (" val_sharpe > -0.5 ", ("val_sharpe", ">", -0.5)),
         ("log_loss<=1e-3", ("log_loss", "<=", 1e-3)),
         ("val/rmse<2", ("val/rmse", "<", 2.0)),
+        ("trades==12", ("trades", "==", 12.0)),
     ],
 )
 def test_threshold_syntax(text: str, expected: tuple[str, str, float]) -> None:
@@ -401,7 +405,8 @@ def test_metric_thresholds_gate_promotion(backend: Backend) -> None:
     with pytest.raises(GateError, match=r"'sharpe' was not logged \(logged: coverage, staleness"):
         promote(TABLE_NAME, "1", thresholds=[MetricThreshold.parse("sharpe>0")])
     assert champion_version(TABLE_NAME) is None
-    assert gate_state(TABLE_NAME, "1")[0] == "failed"
+    # unmet requirements refuse before the gate: the version is not marked broken
+    assert gate_state(TABLE_NAME, "1") == ("pending", None)
 
     result = promote(
         TABLE_NAME,
@@ -413,7 +418,7 @@ def test_metric_thresholds_gate_promotion(backend: Backend) -> None:
     )
     assert "metric thresholds" in result.report.checks
     assert champion_version(TABLE_NAME) == "1"
-    assert gate_state(TABLE_NAME, "1") == ("passed", None)  # the earlier error is cleared
+    assert gate_state(TABLE_NAME, "1") == ("passed", None)
     assert events(TABLE_NAME) == [
         ("promote", None, "1", False),
         ("promote", None, "1", False),

@@ -263,6 +263,42 @@ def test_promotion_in_the_ui_and_rollback_reach_every_worker(
     assert load.mislabelled(registry.predictions[NAME]) == []
 
 
+def tradeserve_history(registry: Registry) -> list[dict]:
+    """``tradeserve history NAME --json`` against the module's registry."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.server.url}
+    done = subprocess.run(
+        [str(TRADESERVE), "history", NAME, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def stages(registry: Registry) -> dict[str, str]:
+    versions = MlflowClient(registry.server.url).search_model_versions(f"name = '{NAME}'")
+    return {str(v.version): v.current_stage for v in versions}
+
+
+def test_a_move_in_the_ui_is_recorded_once_and_mirrored_to_the_stage(
+    registry, service, from_the_champion
+) -> None:
+    """Both workers observe the move; one audit entry results, and the stage follows."""
+    good, retrained = registry.versions["good"], registry.versions["retrained"]
+    before = tradeserve_history(registry)
+    MlflowClient(registry.server.url).set_registered_model_alias(NAME, "champion", retrained)
+    wait_until(lambda: all_workers_serve(service, retrained), timeout=30, what="the new version")
+    new = [entry for entry in tradeserve_history(registry) if entry not in before]
+    assert [(e["event"], e["from_version"], e["to_version"], e["passed"]) for e in new] == [
+        ("observed", good, retrained, True)
+    ]
+    assert new[0]["actor"].startswith("observed by FactorModels")
+    now = stages(registry)
+    assert (now[good], now[retrained]) == ("Archived", "Production")
+
+
 def test_a_broken_version_is_rejected_and_the_old_one_keeps_serving(
     registry, service, from_the_champion, load
 ) -> None:
@@ -286,6 +322,16 @@ def test_a_broken_version_is_rejected_and_the_old_one_keeps_serving(
     swaps = metric_totals(service, "tradeserve_model_swaps_total", "outcome", model=NAME)
     # each worker rejected it once, not again at every poll
     assert swaps.get("rejected", 0) - before.get("rejected", 0) == 2
+    # the move is on record with the gate's verdict; the stage stays on the served version
+    [observed] = [e for e in tradeserve_history(registry) if e["to_version"] == broken]
+    assert (observed["event"], observed["from_version"], observed["passed"]) == (
+        "observed",
+        registry.versions["good"],
+        False,
+    )
+    assert observed["problems"][0].startswith("cannot load: ")
+    assert stages(registry)[registry.versions["good"]] == "Production"
+    assert stages(registry)[broken] != "Production"
 
 
 def test_registry_outage_keeps_serving_and_recovery_picks_up_promotions(

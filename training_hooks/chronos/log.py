@@ -27,12 +27,7 @@ from training_hooks.chronos.validation import (
     validate_prediction_length,
     validate_quantile_levels,
 )
-from training_hooks.registration import (
-    Lineage,
-    RegisteredVersion,
-    log_pyfunc_model,
-    requirements,
-)
+from training_hooks.registration import Lineage, RegisteredVersion, log_pyfunc_model
 
 
 def example_frame() -> pd.DataFrame:
@@ -104,7 +99,4 @@ def log_chronos(
                 "source": str(source),
             },
             description=description,
-            pip_requirements=requirements(
-                "mlflow", "chronos-forecasting", "torch", "transformers", "pandas", "numpy"
-            ),
         )

@@ -33,11 +33,11 @@ from training_hooks.factor.runtime import (
     named_booster,
 )
 from training_hooks.factor.schemas import FactorMetadata, FactorTrainingInfo, IcEntry
+from training_hooks.portable import model_dependencies
 from training_hooks.registration import (
     Lineage,
     RegisteredVersion,
     register_logged_model,
-    requirements,
     training_run,
 )
 
@@ -141,7 +141,10 @@ def log_factor(
     )
     example = _example_frame(input_example, metadata.factors)
     signature = infer_signature(example, _predict_frame(booster, example))
-    with training_run(name, Family.FACTOR, lineage):
+    with (
+        training_run(name, Family.FACTOR, lineage),
+        model_dependencies(flavor="xgboost") as dependencies,
+    ):
         if metrics:
             mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
         _log_group_files(metadata, booster)
@@ -152,7 +155,7 @@ def log_factor(
             signature=signature,
             input_example=example,
             metadata=metadata.model_dump(mode="json"),
-            pip_requirements=requirements("mlflow", "xgboost-cpu", "pandas", "numpy"),
+            pip_requirements=dependencies.pip_requirements,
         )
         return register_logged_model(
             model_info,

@@ -12,7 +12,7 @@ from training_hooks.features import REGIME_FEATURE_NAMES, min_history
 from training_hooks.market_data import DEMO_SOURCES
 from training_hooks.regime.runtime import LABELLING_RULE, PARAMS_FILE
 from training_hooks.regime.train import RegimeFit
-from training_hooks.registration import Lineage, RegisteredVersion, log_pyfunc_model, requirements
+from training_hooks.registration import Lineage, RegisteredVersion, log_pyfunc_model
 
 
 def regime_input_example(bars: pd.DataFrame, n_rows: int = 5) -> pd.DataFrame:
@@ -56,5 +56,4 @@ def log_regime(
         },
         description=description
         or "3-state Gaussian HMM (hmmlearn fit) run as a causal forward filter",
-        pip_requirements=requirements("mlflow", "pandas", "numpy", "pydantic"),
     )

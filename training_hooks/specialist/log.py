@@ -6,14 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from registry.families import Family, specialist_name
-from training_hooks.registration import Lineage, RegisteredVersion, log_pyfunc_model, requirements
+from training_hooks.registration import Lineage, RegisteredVersion, log_pyfunc_model
 from training_hooks.specialist.train import SpecialistTraining
-
-
-def _torch_requirement() -> str:
-    import importlib.metadata
-
-    return "torch==" + importlib.metadata.version("torch").split("+")[0]
 
 
 def log_specialist(
@@ -57,8 +51,4 @@ def log_specialist(
         },
         tags=tags,
         description=description or f"{role} regime specialist: MLP policy over HOLD/BUY/SELL",
-        pip_requirements=[
-            *requirements("mlflow", "pandas", "numpy", "pydantic", "safetensors"),
-            _torch_requirement(),
-        ],
     )

@@ -20,11 +20,11 @@ from mlflow.models import infer_signature
 
 from registry.families import Family, check_name
 from training_hooks.factor.runtime import FactorMismatchError
+from training_hooks.portable import model_dependencies
 from training_hooks.registration import (
     Lineage,
     RegisteredVersion,
     register_logged_model,
-    requirements,
     training_run,
 )
 
@@ -61,21 +61,24 @@ def log_tabular(
         "input_example": example,
         "metadata": {"model_name": name},
     }
-    with training_run(name, Family.TABULAR, lineage):
+    with (
+        training_run(name, Family.TABULAR, lineage),
+        model_dependencies(flavor=flavor) as dependencies,
+    ):
         if metrics:
             mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
         if booster is not None:
             model_info = mlflow.xgboost.log_model(
                 model,
                 model_format="json",
-                pip_requirements=requirements("mlflow", "xgboost-cpu", "pandas", "numpy"),
+                pip_requirements=dependencies.pip_requirements,
                 **common,
             )
         else:
             model_info = mlflow.sklearn.log_model(
                 model,
                 serialization_format="pickle",
-                pip_requirements=requirements("mlflow", "scikit-learn", "pandas", "numpy"),
+                pip_requirements=dependencies.pip_requirements,
                 **common,
             )
         return register_logged_model(
