@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from mlflow.exceptions import MlflowException
@@ -20,6 +20,9 @@ from typer.exceptions import TyperException
 
 from registry.cli_output import print_table, progress_reporter
 from registry.errors import TradeserveError
+
+if TYPE_CHECKING:
+    from registry.audit import AuditEntry
 
 app = typer.Typer(
     name="tradeserve",
@@ -139,7 +142,7 @@ def history(
             e.from_version or "-",
             e.to_version,
             e.actor,
-            "passed" if e.passed else "REJECTED: " + "; ".join(e.problems),
+            gate_column(e),
             e.reason or "",
         ]
         for e in entries
@@ -296,6 +299,15 @@ def evaluate(
     with json_stdout(as_json), progress_reporter("evaluation", to_stderr=as_json) as progress:
         report = run_evaluation(config, log_to_mlflow=not no_mlflow, progress=progress)
     echo_result(report, report.summary(), as_json)
+
+
+def gate_column(entry: AuditEntry) -> str:
+    """The gate's verdict as the history shows it: a rejected promotion did not happen; an
+    observed move did (in the registry), but its version is not served."""
+    if entry.passed:
+        return "passed"
+    failed = "FAILED, not served" if entry.event == "observed" else "REJECTED"
+    return f"{failed}: " + "; ".join(entry.problems)
 
 
 def parse_day(text: str | date) -> date:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from bentos.shared.lineage import ModelRef
 from registry import store
 from registry.errors import TradeserveError
+from registry.model_metrics import logged_model_id
 from training_hooks.factor.runtime import FactorRuntime
 
 logger = logging.getLogger("tradeserve.model_manager.onnx")
@@ -34,8 +35,6 @@ ONNX_SHA_TAG = "onnx_sha256"
 INPUT_NAME = "input"
 CHECK_ROWS = 64
 TOLERANCE = 1e-5
-MODELS_URI = "models:/"
-LOGGED_MODEL_ID_PREFIX = "m-"
 
 
 class OnnxConversionError(TradeserveError):
@@ -159,14 +158,6 @@ def onnx_output(outputs: list[np.ndarray]) -> np.ndarray:
 
 def key_of(ref: ModelRef) -> tuple[str, str]:
     return ref.name, ref.version
-
-
-def logged_model_id(version: ModelVersion) -> str | None:
-    """The MLflow 3 logged model behind a version (its source is ``models:/<model id>``)."""
-    if version.model_id:
-        return version.model_id
-    model_id = (version.source or "").removeprefix(MODELS_URI)
-    return model_id if model_id.startswith(LOGGED_MODEL_ID_PREFIX) else None
 
 
 def _model_version(ref: ModelRef) -> ModelVersion:
