@@ -4,12 +4,12 @@ import training code, and every bento ships exactly the code its service imports
 from __future__ import annotations
 
 import ast
-import fnmatch
 from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from pathspec import PathSpec
 
 from harness.bento import REPO_ROOT
 
@@ -170,12 +170,12 @@ def bentofiles() -> list[Path]:
 
 
 def included(config: dict, relative: str) -> bool:
-    def matches(patterns: list[str]) -> bool:
-        return any(fnmatch.fnmatch(relative, pattern.rstrip("/") + "*") for pattern in patterns)
-
-    return matches(config.get("include") or []) and not matches(
-        [p for p in config.get("exclude") or [] if p.endswith(".py")]
+    """Whether ``bentoml build`` copies the file: gitignore patterns, as BentoML matches
+    ``include`` and ``exclude`` (``*`` stops at ``/``, ``**`` does not)."""
+    include, exclude = (
+        PathSpec.from_lines("gitwildmatch", config.get(key) or []) for key in ("include", "exclude")
     )
+    return include.match_file(relative) and not exclude.match_file(relative)
 
 
 @pytest.mark.parametrize("bentofile", bentofiles(), ids=lambda p: p.parent.name)
