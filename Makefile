@@ -13,7 +13,7 @@ export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 MLFLOW_UI_PORT ?= 5000
 PORT ?= 3000
 
-.PHONY: help setup demo serve test lint mlflow-ui bench clean build images
+.PHONY: help setup demo serve test lint mlflow-ui bench clean build images run-image
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,16 +52,17 @@ REGISTRY ?=
 build: demo  ## Bake the promoted models into one bento per family (+ the composite)
 	$(BIN)/tradeserve build
 
-images: build  ## Container images of every bento and of MLflow (needs Docker with BuildKit)
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 \
-		|| { echo "make images needs a running Docker engine with BuildKit"; exit 1; }
-	@set -e; for bento in $(BENTOS); do \
-		version=$$($(BIN)/bentoml get $$bento:latest -o json 2>/dev/null \
-			| $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null) || continue; \
-		$(BIN)/bentoml containerize $$bento:$$version \
-			-t $(REGISTRY)$$bento:$$version -t $(REGISTRY)$$bento:latest; \
-	done
-	docker build -t $(REGISTRY)tradeserve-mlflow:3.17.2 deploy/mlflow
+images: build  ## Container images of every bento and of MLflow (Docker with BuildKit, else buildah)
+	$(BIN)/python -m bentos.images build --registry "$(REGISTRY)" $(BENTOS)
+	@if $(BIN)/python -c 'import sys, bentos.images as i; sys.exit(not i.docker_works())'; then \
+		docker build -t $(REGISTRY)tradeserve-mlflow:3.17.2 deploy/mlflow; \
+	else buildah bud --isolation chroot --network host -t $(REGISTRY)tradeserve-mlflow:3.17.2 \
+		deploy/mlflow || echo "tradeserve-mlflow skipped: deploy/mlflow needs python:3.11-slim"; fi
+
+BENTO ?= tradeserve-factor
+run-image:  ## Serve image $(BENTO) on localhost:$(PORT) (Docker, else buildah; ENGINE=podman)
+	$(BIN)/python -m bentos.images run $(REGISTRY)$(BENTO) --port $(PORT) \
+		$(if $(ENGINE),--engine $(ENGINE)) $(foreach e,$(IMAGE_ENV),--env $(e)) $(foreach v,$(IMAGE_VOLUMES),--volume $(v))
 
 # Tests run in a shuffled order (pytest-randomly), the same one each time unless asked:
 # TEST_ORDER= for a fresh random order, TEST_ORDER="-p no:randomly" for file order.

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bentos.model_store import ImportedModel, import_version
+from bentos.pins import pinned_closure
 from registry.catalog import list_models
 from registry.errors import GateError, NotPromotedError, TradeserveError
 from registry.families import FAMILIES, Family
@@ -210,6 +211,8 @@ def bentofile_with_models(bentofile: Path, models: Sequence[ImportedModel]) -> d
 
     Package locking is switched off unless the bentofile asks for it: the bentofiles pin
     exact versions, and locking would run a resolver over the network on every build.
+    Instead ``packages`` grows to their whole dependency closure at the ``constraints.txt``
+    versions (:func:`bentos.pins.pinned_closure`): every image installs the tested set.
     """
     config: dict[str, Any] = yaml.safe_load(bentofile.read_text()) or {}
     declared = [entry for entry in config.get("models") or [] if entry]
@@ -219,6 +222,8 @@ def bentofile_with_models(bentofile: Path, models: Sequence[ImportedModel]) -> d
     config["labels"] = labels
     python = dict(config.get("python") or {})
     python.setdefault("lock_packages", False)  # locking runs a resolver over the network
+    if python.get("packages"):
+        python["packages"] = pinned_closure(python["packages"])
     config["python"] = python
     envs = list(config.get("envs") or [])
     present = {env.get("name") for env in envs}
