@@ -1,6 +1,7 @@
 """RegimeBlend latency and throughput: `POST /api/v1/predict` with risk checks on.
 
     .venv/bin/python -m bench.regime_blend_latency [--duration 30] [--workdir DIR]
+        [--database postgres] [--replicas 2]
 
 Serves the composite exactly as `bentoml serve` at the repository root does (root
 bentofile.yaml: RegimeBlend + Specialists, each its own process, BENTOML_CONFIG =
@@ -22,9 +23,15 @@ Two workloads, each on a fresh server with the shipped settings:
   memo of specialist answers off (``TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE=0``): every
   decision crosses to Specialists (the composite's full cost: two BentoML hops).
 
-Every decision is fsync'd to the decision log before it is answered. Per-stage means come
-from the service's ``tradeserve_regime_blend_stage_seconds`` histogram, specialist answers
-by source from ``tradeserve_regime_blend_specialist_answers``, CPU per process from /proc.
+Every decision is fsync'd to the decision log before it is answered: in the embedded SQLite
+file by default, or with ``--database postgres`` in a fresh local PostgreSQL cluster per
+workload (``TRADESERVE_DATABASE_URL``, fsync and synchronous commits on, as deployed).
+``--replicas 2`` serves two composites (own BentoML homes) on that one database and splits
+the rate or the clients between them (one loadgen each; requests and throughput summed, each
+percentile the worse replica's, an upper bound of the combined one).
+Per-stage means come from the service's ``tradeserve_regime_blend_stage_seconds``
+histogram, specialist answers by source from ``tradeserve_regime_blend_specialist_answers``,
+CPU per process from /proc.
 
 Writes ``bench/results/regime_blend_latency.{json,md}``.
 """
@@ -32,6 +39,7 @@ Writes ``bench/results/regime_blend_latency.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -49,8 +57,9 @@ import yaml
 
 from bench import environment, report
 from bench.cpu import busy_other_cores, machine_cpu_seconds
-from harness.bento import BentoServer
+from harness.bento import BentoServer, own_bentoml_home
 from harness.metrics import sample_totals
+from harness.postgres import postgres_cluster
 from harness.process import process_tree
 
 NAME = "regime_blend_latency"
@@ -84,6 +93,9 @@ def live_bodies(path: Path, count: int = 256, seed: int = 7) -> Path:
             "symbol": ("SPX", "NASDAQ")[i % 2],
             "blend_mode": ("argmax", "mixture")[(i // 2) % 2],
             "risk_check": True,
+            # a rejection is a decision like any other (200, not the seed route's 403): the
+            # service's portfolio reaches its limits as approvals reserve exposure
+            "risk_mode": "body",
         }
         if i % 4 >= 2:
             spx, nasdaq = rng.randint(-150, 150), rng.randint(-40, 40)
@@ -113,6 +125,7 @@ def replay_bodies(path: Path, part: int, seed: int = 11) -> Path:
                 "timestamp": day,
                 "blend_mode": ("argmax", "mixture")[i % 2],
                 "risk_check": True,
+                "risk_mode": "body",
             }
         )
         for i, (symbol, day) in enumerate(pairs[part::2])
@@ -171,22 +184,32 @@ def stage_means(before: str, after: str) -> dict[str, float]:
     return means
 
 
-def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namespace) -> dict:
-    """One ``bench.loadgen`` run with CPU accounting of the server's processes."""
-    out = Path(tempfile.mkstemp(prefix=f"rb-{mode}-", suffix=".json")[1])
-    command = [
-        sys.executable, "-m", "bench.loadgen", mode,
-        "--url", f"{server.url}/api/v1/predict", "--bodies", str(bodies),
-        "--duration", str(args.duration), "--warmup", str(args.warmup),
-        "--check", '"decision_id"', "--out", str(out), "--timeout", "30",
-    ]  # fmt: skip
-    command += (
-        ["--rate", str(args.rate)] if mode == "open" else ["--concurrency", str(args.concurrency)]
-    )
-    assert server.process is not None
-    pids = tree_pids(server.process.pid)
-    metrics_before = httpx.get(f"{server.url}/metrics", timeout=10).text
-    loadgen = subprocess.Popen(command, cwd=environment.REPO_ROOT)
+def run_load(servers: list[BentoServer], mode: str, bodies: Path, args: argparse.Namespace) -> dict:
+    """One ``bench.loadgen`` run per replica at the same time (the rate or the clients split
+    evenly), with CPU accounting of the servers' processes; the runs merged (sums, and per
+    percentile the worst replica's: an upper bound of the combined percentile)."""
+    share = len(servers)
+    pids: dict[int, str] = {}
+    for server in servers:
+        assert server.process is not None
+        pids.update(tree_pids(server.process.pid))
+    metrics_before = scrape(servers)
+    outs, loadgens = [], []
+    for server in servers:
+        out = Path(tempfile.mkstemp(prefix=f"rb-{mode}-", suffix=".json")[1])
+        command = [
+            sys.executable, "-m", "bench.loadgen", mode,
+            "--url", f"{server.url}/api/v1/predict", "--bodies", str(bodies),
+            "--duration", str(args.duration), "--warmup", str(args.warmup),
+            "--check", '"decision_id"', "--out", str(out), "--timeout", "30",
+        ]  # fmt: skip
+        command += (
+            ["--rate", str(args.rate / share)]
+            if mode == "open"
+            else ["--concurrency", str(args.concurrency // share)]
+        )
+        outs.append(out)
+        loadgens.append(subprocess.Popen(command, cwd=environment.REPO_ROOT))
     time.sleep(args.warmup + 0.1)
     cpu0 = {pid: cpu_seconds(pid) for pid in pids}
     busy0, t0 = machine_cpu_seconds()[0], time.monotonic()
@@ -194,13 +217,15 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
     elapsed = time.monotonic() - t0
     cpu = {pid: cpu_seconds(pid) - cpu0[pid] for pid in pids}
     busy = machine_cpu_seconds()[0] - busy0
-    if loadgen.wait(timeout=args.duration + 120) != 0:
-        raise RuntimeError(f"bench.loadgen {mode} failed")
-    metrics_after = httpx.get(f"{server.url}/metrics", timeout=10).text
-    result = json.loads(out.read_text())
-    out.unlink()
-    for key in ("snapshot_start", "snapshot_end", "per_second"):
-        result.pop(key, None)
+    for loadgen in loadgens:
+        if loadgen.wait(timeout=args.duration + 120) != 0:
+            raise RuntimeError(f"bench.loadgen {mode} failed")
+    metrics_after = scrape(servers)
+    runs = []
+    for out in outs:
+        runs.append(json.loads(out.read_text()))
+        out.unlink()
+    result = merge_runs(runs)
     by_role: dict[str, float] = {}
     for pid, seconds in cpu.items():
         by_role[pids[pid]] = by_role.get(pids[pid], 0.0) + seconds
@@ -218,6 +243,43 @@ def run_load(server: BentoServer, mode: str, bodies: Path, args: argparse.Namesp
     result["stage_ms"] = stage_means(metrics_before, metrics_after)
     result["specialist_answers"] = answer_sources(metrics_before, metrics_after)
     return result
+
+
+def scrape(servers: list[BentoServer]) -> str:
+    """Every replica's ``/metrics`` (own BentoML homes: no series is another's)."""
+    return "".join(httpx.get(f"{s.url}/metrics", timeout=10).text for s in servers)
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One result of the replicas' loadgen runs (one run: itself)."""
+    for run in runs:
+        for key in ("snapshot_start", "snapshot_end", "per_second"):
+            run.pop(key, None)
+    if len(runs) == 1:
+        return runs[0]
+    merged = dict(runs[0])
+    for key in ("requests", "ok", "errors", "errors_outside_window", "throughput_rps"):
+        merged[key] = sum(run[key] for run in runs)
+    merged["loadgen_cpu_s"] = sum(run.get("loadgen_cpu_s") or 0.0 for run in runs)
+    merged["error_kinds"] = {}
+    for run in runs:
+        for kind, count in run["error_kinds"].items():
+            merged["error_kinds"][kind] = merged["error_kinds"].get(kind, 0) + count
+    merged["error_samples"] = [sample for run in runs for sample in run["error_samples"]]
+    merged["latency_ms"] = {
+        key: max((run["latency_ms"][key] for run in runs if run["latency_ms"][key] is not None),
+                 default=None)
+        for key in runs[0]["latency_ms"]
+    }  # fmt: skip
+    merged["replicas"] = [
+        {
+            "url": run["url"],
+            "throughput_rps": run["throughput_rps"],
+            "latency_ms": run["latency_ms"],
+        }
+        for run in runs
+    ]
+    return merged
 
 
 def answer_sources(before: str, after: str) -> dict[str, float]:
@@ -305,7 +367,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"'other load' column); bentoml {machine['versions']['bentoml']}, "
             f"commit {machine['git_commit']}; "
             f"{config['duration_s']:g} s measured after {config['warmup_s']:g} s warm-up per run; "
-            "risk checks on; every decision fsync'd to the decision log before it is answered.",
+            "risk checks on; every decision fsync'd to the decision log "
+            f"({config.get('database', 'sqlite')}) before it is answered.",
             "",
             *rows,
             "",
@@ -326,20 +389,43 @@ def run_scenario(
     extra = dict(item.split("=", 1) for item in args.env)
     if name == "replay":  # every decision crosses to Specialists, however often bars repeat
         extra.setdefault("TRADESERVE_BLEND_SPECIALIST_CACHE_SIZE", "0")
-    env = server_env(home, state, config, **extra)
-    server = BentoServer(".", env, work / f"serve-{name.replace(' ', '-')}.log")
-    report.log(
-        f"[{name}] starting `bentoml serve` at the repository root (RegimeBlend + Specialists)"
-    )
-    server.start(timeout=240)
-    try:
-        other_before = busy_other_cores(3.0)
-        report.log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
-        open_run = run_load(server, "open", open_bodies, args)
-        report.log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
-        closed_run = run_load(server, "closed", closed_bodies, args)
-    finally:
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        if args.database == "postgres":  # a fresh cluster per workload, commits fsync'd
+            report.log(f"[{name}] state in a fresh PostgreSQL cluster (fsync on)")
+            extra["TRADESERVE_DATABASE_URL"] = stack.enter_context(
+                postgres_cluster(state / "pg", database="regime_blend", durable=True)
+            )
+        servers = []
+        for replica in range(args.replicas):  # one database (or SQLite file) for all
+            log = work / f"serve-{name.replace(' ', '-')}-{replica}.log"
+            own_home = own_bentoml_home(home, work / f"replica-{name}-{replica}")
+            env = server_env(home, state, config, **extra, BENTOML_HOME=own_home)
+            servers.append(BentoServer(".", env, log))
+        report.log(
+            f"[{name}] starting {args.replicas} x `bentoml serve` at the repository root "
+            "(RegimeBlend + Specialists)"
+        )
+        for server in servers:
+            server.launch()
+            stack.callback(server.stop)
+        for server in servers:
+            server.wait_ready(timeout=240)
+        return measure_scenario(name, servers, open_bodies, closed_bodies, args)
+
+
+def measure_scenario(
+    name: str,
+    servers: list[BentoServer],
+    open_bodies: Path,
+    closed_bodies: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The open-loop and closed-loop runs of one workload on a started server."""
+    other_before = busy_other_cores(3.0)
+    report.log(f"[{name}] open loop {args.rate:g} req/s for {args.duration:g} s")
+    open_run = run_load(servers, "open", open_bodies, args)
+    report.log(f"[{name}] closed loop {args.concurrency} clients for {args.duration:g} s")
+    closed_run = run_load(servers, "closed", closed_bodies, args)
     return {
         "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "other_cores_before": round(other_before, 2),
@@ -360,6 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", default="{}", help="JSON merged into configuration.yaml")
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the server (repeatable)"
+    )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="state database: the embedded SQLite file, or a fresh local PostgreSQL cluster "
+        "(TRADESERVE_DATABASE_URL, fsync on)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="composite servers on the one database, the load split evenly between them",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = parser.parse_args(argv)
@@ -388,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "overrides": overrides,
             "server_env": args.env,
+            "database": args.database,
+            "replicas": args.replicas,
             "bentoml_config": yaml.safe_load(Path(config).read_text()),
         },
         "targets": TARGETS,

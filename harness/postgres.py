@@ -134,16 +134,18 @@ def _initdb(bin_dir: Path, data_dir: Path) -> None:
     )
 
 
-def _pg_ctl_start(bin_dir: Path, pg_dir: Path, port: int, log_path: Path) -> None:
+def _pg_ctl_start(
+    bin_dir: Path, pg_dir: Path, port: int, log_path: Path, durable: bool = False
+) -> None:
     """Start the server on ``127.0.0.1:port``; ``pg_ctl -w`` waits until it accepts connections.
 
     The server's output goes to ``log_path`` (opened by us, so it may live in a folder the
-    PostgreSQL user cannot write to). Durability is switched off: this is a test database.
+    PostgreSQL user cannot write to). Durability is switched off (a test database) unless
+    ``durable`` (benchmarks: commits fsync'd, as in production).
     """
-    options = (
-        f"-p {port} -k {pg_dir} -c listen_addresses={LOCALHOST} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
+    options = f"-p {port} -k {pg_dir} -c listen_addresses={LOCALHOST}"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     with log_path.open("a") as log:
         _run_pg_tool(
             [str(bin_dir / "pg_ctl"), "-D", str(pg_dir / "data"), "-o", options, "-w", "start"],
@@ -215,12 +217,14 @@ def _create_database(admin_url: str, database: str, timeout: float) -> None:
         connection.close()
 
 
-def _start_on_free_port(bin_dir: Path, pg_dir: Path, log_path: Path, attempts: int = 3) -> int:
+def _start_on_free_port(
+    bin_dir: Path, pg_dir: Path, log_path: Path, attempts: int = 3, durable: bool = False
+) -> int:
     """Start PostgreSQL on a free port, retrying when another process grabbed it first."""
     for attempt in range(1, attempts + 1):
         port = free_port()
         try:
-            _pg_ctl_start(bin_dir, pg_dir, port, log_path)
+            _pg_ctl_start(bin_dir, pg_dir, port, log_path, durable)
             return port
         except RuntimeError as error:
             if attempt == attempts or "already in use" not in log_tail(log_path, 20):
@@ -229,9 +233,11 @@ def _start_on_free_port(bin_dir: Path, pg_dir: Path, log_path: Path, attempts: i
 
 
 @contextlib.contextmanager
-def _running_postgres(bin_dir: Path, pg_dir: Path, log_path: Path) -> Iterator[int]:
+def _running_postgres(
+    bin_dir: Path, pg_dir: Path, log_path: Path, durable: bool = False
+) -> Iterator[int]:
     """PostgreSQL started on a free port (yielded) and stopped on exit."""
-    port = _start_on_free_port(bin_dir, pg_dir, log_path)
+    port = _start_on_free_port(bin_dir, pg_dir, log_path, durable=durable)
     try:
         yield port
     finally:
@@ -240,7 +246,7 @@ def _running_postgres(bin_dir: Path, pg_dir: Path, log_path: Path) -> Iterator[i
 
 @contextlib.contextmanager
 def postgres_cluster(
-    tmp_dir: Path, database: str = "mlflow", start_timeout: float = 60
+    tmp_dir: Path, database: str = "mlflow", start_timeout: float = 60, durable: bool = False
 ) -> Iterator[str]:
     """A fresh PostgreSQL cluster with one database; yields its SQLAlchemy URL.
 
@@ -249,7 +255,8 @@ def postgres_cluster(
     which is not installed. Use :func:`libpq_url` for psycopg2/libpq. The server
     log is ``tmp_dir/postgres.log``; data and socket live in a private ``tradeserve-pg-*``
     folder in the system temp dir, removed on exit after ``pg_ctl stop -m fast``. Runs the
-    server as the ``postgres`` OS user when we are root.
+    server as the ``postgres`` OS user when we are root. ``durable``: fsync and synchronous
+    commits on (for benchmarks; tests leave them off).
 
     Raises:
         PostgresNotFoundError: PostgreSQL is not installed.
@@ -260,7 +267,10 @@ def postgres_cluster(
     pg_dir = _make_pg_dir()
     try:
         _initdb(bin_dir, pg_dir / "data")
-        with _pg_watchdog(bin_dir, pg_dir), _running_postgres(bin_dir, pg_dir, log_path) as port:
+        with (
+            _pg_watchdog(bin_dir, pg_dir),
+            _running_postgres(bin_dir, pg_dir, log_path, durable) as port,
+        ):
             address = f"{POSTGRES_SUPERUSER}@{LOCALHOST}:{port}"
             _create_database(f"postgresql://{address}/postgres", database, start_timeout)
             yield f"postgresql+{SQLALCHEMY_PG_DRIVER}://{address}/{database}"

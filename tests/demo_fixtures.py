@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bento import own_bentoml_home as own_bentoml_home  # where it lived
 from registry import store
 from registry.settings import Settings, get_settings
 from tests.conftest import clear_mlflow_uris
@@ -37,26 +38,6 @@ def demo_env(home: Path, **extra: str) -> dict[str, str]:
         "TRADESERVE_DEVICE": "cpu",
         **extra,
     }
-
-
-def own_bentoml_home(home: Path, where: Path) -> str:
-    """A BentoML home of one server that sees the bentos and models of ``home``'s store.
-
-    Every ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` as it starts
-    (``bentoml.serving.ensure_prometheus_dir``): two servers on one home share that folder,
-    and the second one started unlinks the first one's metric files, whose ``/metrics``
-    then shows the other server's series. Pods never share a home; neither do these servers.
-    The store folders are created first: BentoML refuses a home whose links lead nowhere.
-    """
-    own = where / "bentoml"
-    own.mkdir(parents=True, exist_ok=True)
-    for name in ("bentos", "models"):
-        shared = home / "bentoml" / name
-        shared.mkdir(parents=True, exist_ok=True)
-        link = own / name
-        if not link.exists():
-            link.symlink_to(shared, target_is_directory=True)
-    return str(own)
 
 
 @pytest.fixture(scope="session")

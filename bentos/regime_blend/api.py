@@ -2,20 +2,27 @@
 
 FastAPI gives the seed's behaviour for free: request validation errors are 422 with
 ``{"detail": [...]}``, other errors ``{"detail": "<what to fix>"}``. The routes get the
-running service's engine through ``bentoml.get_current_service()``.
+running service's engine through ``bentoml.get_current_service()`` and call the same engine
+methods as the service's ``@bentoml.api`` endpoints; ``POST /api/v1/predict`` does so with
+the seed's modes (``compat.SEED_MODES``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from bentos.regime_blend.compat import rejection_response, seed_name
+from bentos.regime_blend.compat import SEED_MODES, rejection_response, seed_name
+from bentos.regime_blend.decision_log import DecisionRecord
 from bentos.regime_blend.engine import BlendEngine
 from bentos.regime_blend.metrics import record_error
 from bentos.regime_blend.portfolio import Fill, Portfolio
@@ -27,7 +34,14 @@ from bentos.regime_blend.schemas import (
     PredictRequest,
     ServedModelInfo,
 )
-from registry.errors import ModelNotFoundError, TradeserveError
+from registry.errors import TradeserveError
+
+
+class ClientError(BaseModel):
+    """FastAPI's error body: one message, or the list of validation errors (422)."""
+
+    detail: str | list[dict[str, Any]]
+
 
 app = FastAPI(
     title="RegimeBlend",
@@ -36,6 +50,15 @@ app = FastAPI(
     docs_url=None,
     redoc_url=None,
     openapi_url=None,  # BentoML serves the service's docs at /
+    responses={
+        status: {"model": ClientError, "description": description}
+        for status, description in {
+            400: "Bad request (e.g. malformed bars, unknown override)",
+            404: "Unknown symbol or decision",
+            422: "Invalid request: pydantic's list of errors, or one message",
+            503: "Specialists, market data or the decision log cannot answer",
+        }.items()
+    },
 )
 
 
@@ -53,18 +76,32 @@ async def tradeserve_error(_: Request, error: TradeserveError) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=error.http_status)
 
 
-@app.post("/api/v1/predict", response_model=DecisionResponse)
+@app.exception_handler(RequestValidationError)
+async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with non-finite inputs echoed as text: its own handler puts the NaN
+    it refused back into strict JSON and fails with a 500."""
+    return JSONResponse({"detail": _strict_json(jsonable_encoder(error.errors()))}, 422)
+
+
+@app.post(
+    "/api/v1/predict",
+    response_model=DecisionResponse,
+    responses={
+        403: {
+            "model": ClientError,
+            "description": "Trade rejected by risk manager (risk_mode 'reject', the seed's "
+            "default): headers X-Risk-Warnings, X-Decision-Id, X-Allowed-Quantity",
+        }
+    },
+)
 async def predict(request: PredictRequest, engine: Engine) -> Response:
     """A trading decision for ``symbol`` at ``timestamp`` (logged before it is answered)."""
     started = time.perf_counter()
-    outcome = await engine.predict(request, started)
+    outcome = await engine.predict(request, started, SEED_MODES)
     risk = outcome.response.risk_validation
     if outcome.rejected and outcome.risk_mode == "reject" and risk is not None:
         return rejection_response(
-            outcome.response.decision_id,
-            risk.warnings,
-            risk.allowed_quantity,
-            [rejection.model_dump() for rejection in risk.rejections],
+            outcome.response.decision_id, risk.warnings, risk.allowed_quantity
         )
     return Response(outcome.body, media_type="application/json")
 
@@ -115,34 +152,39 @@ async def health(engine: Engine) -> HealthResponse:
     )
 
 
-@app.get("/api/v1/decisions/{decision_id}")
+@app.get("/api/v1/decisions/{decision_id}", response_model=DecisionRecord)
 async def decision(decision_id: str, engine: Engine) -> Response:
     """A logged decision: inputs (and their digest), outputs and model versions."""
-    record = engine.log.get(decision_id)
-    if record is None:
-        raise ModelNotFoundError(f"no decision '{decision_id}' in the decision log")
+    record = await engine.decision(decision_id)
     return Response(record.model_dump_json(), media_type="application/json")
 
 
 @app.get("/api/v1/portfolio", response_model=PortfolioResponse)
 async def get_portfolio(engine: Engine) -> PortfolioResponse:
     """The service's own portfolio (used when a request sends none)."""
-    portfolio = engine.portfolio.load()
-    return PortfolioResponse(portfolio=portfolio, equity=portfolio.equity())
+    return await engine.portfolio_state()
 
 
 @app.put("/api/v1/portfolio", response_model=PortfolioResponse)
 async def put_portfolio(portfolio: Portfolio, engine: Engine) -> PortfolioResponse:
     """Replace the service's portfolio (e.g. from the broker at the start of a day)."""
-    saved = engine.portfolio.save(portfolio)
-    return PortfolioResponse(portfolio=saved, equity=saved.equity())
+    return await engine.replace_portfolio(portfolio)
 
 
 @app.post("/api/v1/portfolio/fills", response_model=PortfolioResponse)
 async def post_fill(fill: Fill, engine: Engine) -> PortfolioResponse:
     """Record an executed trade in the service's portfolio."""
-    updated = engine.portfolio.apply(fill)
-    return PortfolioResponse(portfolio=updated, equity=updated.equity())
+    return await engine.record_fill(fill)
+
+
+def _strict_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(item) for item in value]
+    return value
 
 
 def _regime_parameters(runtime: object) -> int:

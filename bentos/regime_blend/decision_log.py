@@ -1,54 +1,52 @@
-"""Durable, append-only log of every decision, written before the response is sent.
+"""Durable, compact log of every decision, committed before the response is sent.
 
-SQLite in WAL mode with ``synchronous=FULL``: a commit returns only after the WAL is on disk,
-so an acknowledged decision survives a process crash or power loss, a torn write is rolled
-back instead of leaving half a record, and a decision can be read back by its id. One
-writer thread per process commits whatever is queued in one transaction (group commit), so
-concurrent requests share an fsync instead of queueing behind one each.
+Decisions live in the state database (PostgreSQL for replicas, else the embedded SQLite),
+packed by ``state.codec``: what a decision shares with others (model versions, policy,
+portfolio, a bar's features, the specialists' answers) is stored once by digest, the rest
+compressed. One writer thread per process commits whatever is queued in one transaction
+(group commit: one fsync, one round trip per group, not per request).
 
-Each worker process writes its own file (``decisions-<writer>.db``) in the log folder:
-SQLite lets one writer at a time into a database, and a process that finds the lock taken
-sleeps in SQLite's busy handler (1, 2, 5, 10 ms ...), which cost tens of milliseconds per
-decision with two workers on one file. Reads look in every file of the folder.
+A decision made on the service's portfolio is *checked*: the writer runs its risk check
+(``build``) inside the transaction that holds the portfolio's lock, records the approved
+trade's reservation and the decision together and commits once; so the check, the exposure
+it reserves and the logged answer are one atomic step for every replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import json
 import logging
 import queue
-import sqlite3
 import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from bentos.regime_blend.sqlite_wal import connect_durable
+from bentos.regime_blend.portfolio import Portfolio, PortfolioBoundsError
+from bentos.regime_blend.state import codec
+from bentos.regime_blend.state.db import StateDatabase, dialect_insert
+from bentos.regime_blend.state.portfolio_store import (
+    PortfolioStore,
+    Reservation,
+    now_us,
+    with_reservations,
+)
+from bentos.regime_blend.state.tables import decision_refs, decisions
 from registry.errors import TradeserveError
 
 logger = logging.getLogger("tradeserve.regime_blend")
 MAX_GROUP = 256
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    decision_id   TEXT PRIMARY KEY,
-    created_at    TEXT NOT NULL,
-    symbol        TEXT NOT NULL,
-    as_of         TEXT,
-    action        TEXT NOT NULL,
-    approved      INTEGER,
-    inputs_digest TEXT NOT NULL,
-    inputs        TEXT NOT NULL,
-    outputs       TEXT NOT NULL,
-    models        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS decisions_symbol_time ON decisions (symbol, created_at);
-"""
+REF_TOUCH_US = 3600 * 1_000_000  # a ref's last use is refreshed at most hourly per process
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
 
 
 class DecisionLogError(TradeserveError):
@@ -74,150 +72,224 @@ class DecisionRecord(BaseModel):
 
 @dataclass(frozen=True)
 class Entry:
-    """A decision as written: its JSON documents serialised once, by the caller."""
+    """A decision as the engine hands it over (the writer thread packs it)."""
 
     decision_id: str
-    created_at: str
+    created_at: str  # ISO 8601 with offset
     symbol: str
     as_of: str | None
     action: str
     approved: bool | None
-    inputs_digest: str
-    inputs_json: str
-    outputs_json: str
-    models_json: str
-
-    def row(self) -> tuple:
-        approved = None if self.approved is None else int(self.approved)
-        return (
-            self.decision_id,
-            self.created_at,
-            self.symbol,
-            self.as_of,
-            self.action,
-            approved,
-            self.inputs_digest,
-            self.inputs_json,
-            self.outputs_json,
-            self.models_json,
-        )
+    inputs_digest: str  # hex sha256
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    models: list[dict[str, Any]]
 
     @classmethod
     def of(cls, record: DecisionRecord) -> Entry:
-        return cls(
-            record.decision_id,
-            record.created_at,
-            record.symbol,
-            record.as_of,
-            record.action,
-            record.approved,
-            record.inputs_digest,
-            _json(record.inputs),
-            _json(record.outputs),
-            _json(record.models),
-        )
+        return cls(**record.model_dump())
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    return connect_durable(path, timeout=30, check_same_thread=False)
+@dataclass(frozen=True)
+class Checked(Generic[T]):
+    """A decision made on the service's portfolio: its log entry, the trade to reserve (an
+    approved BUY/SELL) and what the caller gets back."""
+
+    entry: Entry
+    reservation: Reservation | None
+    result: T
+
+
+@dataclass
+class _Item:
+    future: concurrent.futures.Future[Any]
+    entry: Entry | None = None
+    store: PortfolioStore | None = None
+    build: Callable[[Portfolio], Checked[Any]] | None = None
 
 
 class DecisionLog:
-    """Append decisions durably (``await append``) and read them back (``get``)."""
+    """Append decisions durably (``await append`` / ``await append_checked``) and read them
+    back by id (``await fetch``)."""
 
-    def __init__(self, directory: Path, writer: str = "main") -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / f"decisions-{writer}.db"
-        with contextlib.closing(_connect(self.path)) as db:
-            db.executescript(_SCHEMA)
-        self._queue: queue.SimpleQueue[tuple[tuple, concurrent.futures.Future[None]] | None] = (
-            queue.SimpleQueue()
-        )
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._touched: OrderedDict[bytes, int] = OrderedDict()
         self._writer = threading.Thread(target=self._write_loop, name="decision-log", daemon=True)
         self._writer.start()
 
-    def files(self) -> list[Path]:
-        """Every log file of the folder (one per writer that ever ran)."""
-        return sorted(self.directory.glob("decisions-*.db"))
+    # ------------------------------------------------------------------ writing
 
     async def append(self, entry: Entry | DecisionRecord) -> None:
-        """Return once ``entry`` is committed to disk; raise :class:`DecisionLogError` if not."""
+        """Return once ``entry`` is committed; raise :class:`DecisionLogError` if it is not."""
         await asyncio.wrap_future(self.submit(entry))
 
     def submit(self, entry: Entry | DecisionRecord) -> concurrent.futures.Future[None]:
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if not self._writer.is_alive():
-            future.set_exception(DecisionLogError("the decision log is closed"))
-            return future
         if isinstance(entry, DecisionRecord):
             entry = Entry.of(entry)
-        self._queue.put((entry.row(), future))
-        return future
+        return self._put(_Item(concurrent.futures.Future(), entry=entry))
+
+    async def append_checked(
+        self, store: PortfolioStore, build: Callable[[Portfolio], Checked[T]]
+    ) -> T:
+        """Run ``build`` on the locked book of ``store`` (its portfolio plus open
+        reservations), record its reservation and entry in the same transaction, and return
+        its result once committed. ``build`` runs on the writer thread: keep it CPU-only."""
+        item = _Item(concurrent.futures.Future(), store=store, build=build)
+        return await asyncio.wrap_future(self._put(item))
+
+    def _put(self, item: _Item) -> concurrent.futures.Future[Any]:
+        if not self._writer.is_alive():
+            item.future.set_exception(DecisionLogError("the decision log is closed"))
+        else:
+            self._queue.put(item)
+        return item.future
 
     def _write_loop(self) -> None:
-        db = _connect(self.path)
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                group = [item]
-                stop = False
-                while len(group) < MAX_GROUP:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    group.append(more)
-                self._commit(db, group)
-                if stop:
-                    return
-        finally:
-            db.close()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group, stop = [item], False
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            self._commit(group)
+            if stop:
+                return
 
-    def _commit(self, db: sqlite3.Connection, group: list) -> None:
+    def _commit(self, group: list[_Item]) -> None:
         """Write ``group`` in one transaction; never raises (the writer must survive)."""
-        error: Exception | None = None
+        # a request cancelled meanwhile (timeout, disconnect) has cancelled its future
+        live = [item for item in group if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        outcomes: dict[int, Any] = {}
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT INTO decisions (decision_id, created_at, symbol, as_of, action, approved,"
-                " inputs_digest, inputs, outputs, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [row for row, _ in group],
-            )
-            db.execute("COMMIT")
-        except Exception as failure:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+            with self.db.write() as connection:
+                now = now_us()
+                entries = self._run_checks(connection, live, outcomes, now)
+                touched = self._insert(connection, entries, now)
+        except Exception as failure:  # database down, disk full, constraint ...
             logger.error("decision log write failed: %s", failure)
-            error = DecisionLogError(f"decision log {self.path} is not writable: {failure}")
-        for _, future in group:
-            # a request cancelled meanwhile (timeout, disconnect) has cancelled its future
-            if future.set_running_or_notify_cancel():
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+            error = DecisionLogError(f"the decision log is not writable: {failure}")
+            for item in live:
+                item.future.set_exception(error)
+            return
+        for digest in touched:  # only once committed: a cached ref is a stored ref
+            self._touched[digest] = now
+            self._touched.move_to_end(digest)
+        while len(self._touched) > 65_536:
+            self._touched.popitem(last=False)
+        for index, item in enumerate(live):
+            outcome = outcomes.get(index)
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    def _run_checks(
+        self, connection: Connection, live: list[_Item], outcomes: dict[int, Any], now: int
+    ) -> list[Entry]:
+        """The entries to insert; checked items decide on their portfolio's locked book,
+        each seeing the reservations of the ones before it."""
+        books: dict[int, Portfolio | BaseException] = {}  # per store: the book, or why not
+        entries = []
+        for index, item in enumerate(live):
+            if item.entry is not None:
+                entries.append(item.entry)
+                continue
+            store, build = item.store, item.build
+            assert store is not None and build is not None
+            if id(store) not in books:
+                try:  # a book past the bounds fails this store's requests, not the group
+                    books[id(store)] = with_reservations(*store.lock(connection, now))
+                except PortfolioBoundsError as error:
+                    books[id(store)] = error
+            book = books[id(store)]
+            if isinstance(book, BaseException):
+                outcomes[index] = book
+                continue
+            try:
+                checked = build(book)
+            except Exception as error:  # this request's error (4xx/5xx), not the group's
+                outcomes[index] = error
+                continue
+            trade = checked.reservation
+            if trade is not None:
+                try:
+                    books[id(store)] = book.after_fill(
+                        trade.symbol, trade.quantity, trade.price, trade.sector
+                    )
+                except PortfolioBoundsError as error:
+                    outcomes[index] = error
+                    continue
+                store.reserve(connection, checked.entry.decision_id, trade, now)
+            entries.append(checked.entry)
+            outcomes[index] = checked.result
+        return entries
+
+    def _insert(self, connection: Connection, entries: list[Entry], now: int) -> list[bytes]:
+        """Insert ``entries`` and the refs they use; the refs whose last use was refreshed."""
+        if not entries:
+            return []
+        rows, refs = [], {}
+        for entry in entries:
+            document = {"i": entry.inputs, "o": entry.outputs, "m": entry.models, "a": entry.as_of}
+            body, used = codec.pack(document, entry.decision_id, entry.inputs_digest)
+            refs.update(used)
+            rows.append(
+                {
+                    "decision_id": entry.decision_id,
+                    "created_us": to_us(entry.created_at),
+                    "symbol": entry.symbol,
+                    "action": entry.action,
+                    "approved": entry.approved,
+                    "inputs_digest": bytes.fromhex(entry.inputs_digest),
+                    "body": body,
+                }
+            )
+        stale = sorted(d for d in refs if now - self._touched.get(d, -REF_TOUCH_US) >= REF_TOUCH_US)
+        if stale:  # sorted: concurrent writers lock ref rows in one order (no deadlock)
+            upsert = dialect_insert(connection)(decision_refs)
+            connection.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["digest"], set_={"last_used_us": upsert.excluded.last_used_us}
+                ),
+                [{"digest": d, "body": refs[d], "last_used_us": now} for d in stale],
+            )
+        connection.execute(insert(decisions), rows)
+        return stale
+
+    # ------------------------------------------------------------------ reading
 
     def get(self, decision_id: str) -> DecisionRecord | None:
-        """The logged decision ``decision_id`` (from any writer's file), or None."""
-        for path in self.files():
-            with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
-                db.row_factory = sqlite3.Row
-                row = db.execute(
-                    "SELECT * FROM decisions WHERE decision_id = ?", (decision_id,)
-                ).fetchone()
-            if row is not None:
-                data = dict(row)
-                for key in ("inputs", "outputs", "models"):
-                    data[key] = json.loads(data[key])
-                data["approved"] = None if data["approved"] is None else bool(data["approved"])
-                return DecisionRecord.model_validate(data)
-        return None
+        """The logged decision ``decision_id``, or None (also for what is no decision id)."""
+        try:
+            uuid.UUID(decision_id)
+        except ValueError:
+            return None
+        try:
+            with self.db.read() as connection:
+                row = connection.execute(
+                    select(decisions).where(decisions.c.decision_id == decision_id)
+                ).first()
+                if row is None:
+                    return None
+                return unpack_row(connection, row._mapping)
+        except SQLAlchemyError as error:
+            raise DecisionLogError(f"the decision log is not readable: {error}") from error
+
+    async def fetch(self, decision_id: str) -> DecisionRecord | None:
+        """:meth:`get` off the event loop."""
+        return await asyncio.to_thread(self.get, decision_id)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the writer."""
@@ -226,5 +298,45 @@ class DecisionLog:
             self._writer.join(timeout)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+def unpack_row(connection: Connection, row: Any) -> DecisionRecord:
+    """A stored decision row as the record that was appended (refs resolved)."""
+    digest = row["inputs_digest"].hex()
+    wanted = codec.ref_digests(row["body"])
+    found = (
+        dict(
+            connection.execute(
+                select(decision_refs.c.digest, decision_refs.c.body).where(
+                    decision_refs.c.digest.in_(wanted)
+                )
+            ).all()
+        )
+        if wanted
+        else {}
+    )
+    missing = [d.hex() for d in wanted if d not in found]
+    if missing:
+        raise DecisionLogError(f"decision {row['decision_id']} names missing refs {missing}")
+    document = codec.unpack(row["body"], row["decision_id"], digest, found.__getitem__)
+    return DecisionRecord(
+        decision_id=row["decision_id"],
+        created_at=from_us(row["created_us"]).isoformat(),
+        symbol=row["symbol"],
+        as_of=document.get("a"),
+        action=row["action"],
+        approved=row["approved"],
+        inputs_digest=digest,
+        inputs=document["i"],
+        outputs=document["o"],
+        models=document["m"],
+    )
+
+
+def to_us(when: str | datetime) -> int:
+    stamp = datetime.fromisoformat(when) if isinstance(when, str) else when
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return (stamp - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)

@@ -11,7 +11,9 @@ computed per request (features on the last ``MIN_HISTORY`` bars, the filter over
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bentos.regime_blend.storage import mirror_prefix
 from bentos.shared.lineage import ModelRef
 from bentos.shared.model_source import ServedModel
 from training_hooks.features import FEATURE_NAMES, MIN_HISTORY, compute_features, latest_features
@@ -35,6 +38,7 @@ from training_hooks.market_data import (
 from training_hooks.regime.runtime import REGIME_LABELS, REGIME_LOOKBACK, RegimeRuntime
 
 _SUFFIXES = (".parquet", ".csv")
+logger = logging.getLogger("tradeserve.regime_blend")
 MAX_CACHED_SYMBOLS = 256
 
 
@@ -47,6 +51,7 @@ class SymbolSeries:
     close: np.ndarray
     features: np.ndarray  # [bars, FEATURE_NAMES]
     regime: np.ndarray  # [bars, REGIME_LABELS]
+    digest: str | None = None  # sha256 of the stored file the bars came from
 
     def index_at(self, when: datetime | pd.Timestamp | None) -> int:
         """Index of the last bar at or before ``when`` (the latest bar when None); -1 if none."""
@@ -72,6 +77,14 @@ def build_series(bars: pd.DataFrame, regime: RegimeRuntime) -> SymbolSeries:
         features=features,
         regime=probabilities,
     )
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def as_naive_utc(when: datetime | pd.Timestamp) -> np.datetime64:
@@ -111,7 +124,35 @@ def _snapshot_at(
         regime=regime,
         detector=detector,
         source=source,
+        bars_digest=series.digest,  # the decision names its data: symbol, bar, file digest
     )
+
+
+class MarketMirror:
+    """An ``s3://`` market-data prefix mirrored into the local folder ``MarketSource`` reads:
+    once before the service starts, then every ``interval_s`` on a daemon thread (a changed
+    object replaces its file atomically; the series cache follows the file's new stamp)."""
+
+    def __init__(self, uri: str, folder: Path, interval_s: float) -> None:
+        self.uri = uri
+        self.folder = folder
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+
+    def start(self) -> MarketMirror:
+        mirror_prefix(self.uri, self.folder, _SUFFIXES)
+        threading.Thread(target=self._loop, name="market-mirror", daemon=True).start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                mirror_prefix(self.uri, self.folder, _SUFFIXES)
+            except Exception as error:  # keep serving the last good copy
+                logger.error("market data mirror of %s failed: %s", self.uri, error)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class MarketSource:
@@ -148,7 +189,10 @@ class MarketSource:
         with self._lock:
             cached = self._series.get(key)
             if cached is None:
-                cached = build_series(self.store.load(symbol), served.runtime)
+                cached = dataclasses.replace(
+                    build_series(self.store.load(symbol), served.runtime),
+                    digest=_file_digest(self.store.root / f"{symbol}{stamp[0]}") if stamp else None,
+                )
                 for old in [k for k in self._series if k[0] == symbol]:
                     del self._series[old]
                 self._series[key] = cached

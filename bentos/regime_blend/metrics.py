@@ -7,7 +7,7 @@ that matter now.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from bentos.regime_blend.schemas import DecisionResponse
 
@@ -33,6 +33,23 @@ DECISIONS = Counter(
     "Decisions by blend mode, action and risk approval",
     ["blend_mode", "action", "approved", "fallback"],
 )
+
+# The same database for every worker: the most recent measurement is the answer.
+LOG_ROWS = Gauge(
+    "tradeserve_regime_blend_decision_log_rows",
+    "Decisions kept in the decision log (PostgreSQL above 1e6 rows: the planner's estimate)",
+    multiprocess_mode="mostrecent",
+)
+LOG_BYTES = Gauge(
+    "tradeserve_regime_blend_decision_log_bytes",
+    "Bytes the decision log takes in the database (decisions, shared refs, indexes)",
+    multiprocess_mode="mostrecent",
+)
+
+
+def record_log_size(rows: int, size: int) -> None:
+    LOG_ROWS.set(rows)
+    LOG_BYTES.set(size)
 
 
 def record_decision(response: DecisionResponse, seconds: float) -> None:

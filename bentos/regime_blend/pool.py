@@ -81,8 +81,15 @@ class AnswerCache:
 class SpecialistPool:
     """Cached catalog of served specialists + the batched ``act_batch`` call."""
 
-    def __init__(self, dependency: Any, refresh_s: float = 30.0, cache_size: int = 0) -> None:
+    def __init__(
+        self,
+        dependency: Any,
+        refresh_s: float = 30.0,
+        cache_size: int = 0,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._dependency = dependency
+        self._timeout_s = timeout_s
         self._refresh_s = refresh_s
         self.cache = AnswerCache(cache_size)
         self._catalog: dict[str, CatalogEntry] = {}
@@ -106,14 +113,16 @@ class SpecialistPool:
             ):
                 return self._catalog
             try:
-                answer = await self._dependency.to_async.served_models()
+                answer = await asyncio.wait_for(
+                    self._dependency.to_async.served_models(), self._timeout_s
+                )
             except Exception as error:
                 if self._catalog:
                     logger.warning("cannot re-list specialists (%s); keeping the last list", error)
                     self._fetched_at = time.monotonic()
                     return self._catalog
                 raise SpecialistsUnavailableError(
-                    f"the Specialists service cannot be reached: {error}"
+                    f"the Specialists service cannot be reached: {_describe(error)}"
                 ) from error
             served = SpecialistsResponse.model_validate(_plain(answer))
             previous = self._catalog
@@ -157,10 +166,15 @@ class SpecialistPool:
 
     async def _call(self, roles: Sequence[str], observation: np.ndarray) -> list[Answer]:
         row = [float(x) for x in observation]
-        tasks = [ObservationTask(specialist=role, observation=row) for role in roles]
+        try:
+            tasks = [ObservationTask(specialist=role, observation=row) for role in roles]
+        except ValueError as error:  # a non-finite row: no model can answer it
+            raise self._unavailable(error) from error
         for attempt in range(1, STALE_CONNECTION_RETRIES + 2):
             try:
-                results = await self._dependency.to_async.act_batch(tasks)
+                results = await asyncio.wait_for(
+                    self._dependency.to_async.act_batch(tasks), self._timeout_s
+                )
                 break
             except aiohttp.ClientConnectionError as error:
                 # typically a pooled keep-alive connection the server had just closed (its
@@ -171,15 +185,34 @@ class SpecialistPool:
             except Exception as error:
                 raise self._unavailable(error) from error
         answers = []
-        for result in results:
-            if not isinstance(result, ObservationResult):
-                result = ObservationResult.model_validate(_plain(result))
-            answers.append((np.asarray(result.probabilities, dtype=np.float64), result.model))
+        try:
+            for result in results:
+                if not isinstance(result, ObservationResult):
+                    result = ObservationResult.model_validate(_plain(result))
+                probabilities = np.asarray(result.probabilities, dtype=np.float64)
+                if result.error or result.model is None:
+                    raise ValueError(result.error or "an answer without its model")
+                if probabilities.shape != (3,) or not np.isfinite(probabilities).all():
+                    raise ValueError(f"{result.model.name} answered {result.probabilities!r}")
+                answers.append((probabilities, result.model))
+        except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+            raise self._unavailable(error) from error
+        if len(answers) != len(roles):
+            raise self._unavailable(ValueError(f"{len(answers)} answers for {len(roles)} roles"))
         return answers
 
     def _unavailable(self, error: Exception) -> SpecialistsUnavailableError:
         self._fetched_at = -float("inf")  # re-list: a model may have gone away
-        return SpecialistsUnavailableError(f"the Specialists service failed to answer: {error}")
+        return SpecialistsUnavailableError(
+            f"the Specialists service failed to answer: {_describe(error)}"
+        )
+
+
+def _describe(error: Exception) -> str:
+    """One line naming what went wrong (a timeout's own text is empty)."""
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bentos.regime_blend.bounds import MAX_SHARES
 from bentos.regime_blend.portfolio import Portfolio
 from bentos.regime_blend.settings import RiskLimits
 
@@ -62,8 +63,17 @@ def check_trade(
     limits: RiskLimits,
     sector_of: Callable[[str, str | None], str],
 ) -> RiskAssessment:
-    """Assess trading ``quantity`` shares of ``symbol`` (``side`` +1 buy, −1 sell)."""
+    """Assess trading ``quantity`` shares of ``symbol`` (``side`` +1 buy, −1 sell).
+
+    Fails closed: a non-finite price, cash, position or ratio rejects the trade with the
+    reason (NaN compares False against every limit, so it would otherwise pass them all).
+    """
+    if not (math.isfinite(price) and price > 0):
+        return _refused(f"the price {price!r} is not a positive finite number")
     book = portfolio.marked(symbol, price)
+    unsound = _non_finite(book)
+    if unsound:
+        return _refused(f"the portfolio's {unsound} is not finite")
     equity = book.equity()
     held = book.positions.get(symbol)
     current = held.quantity if held else 0
@@ -84,6 +94,15 @@ def check_trade(
     if book.day_start_equity:
         daily_loss = max(0.0, 1.0 - equity / book.day_start_equity)
     reduces = abs(after) < abs(current)
+    ratios = {
+        "position fraction": position_fraction,
+        "sector fraction": sector_fraction,
+        "leverage": leverage,
+        "daily loss": daily_loss,
+    }
+    for name, ratio in ratios.items():
+        if not math.isfinite(ratio):
+            return _refused(f"the {name} after the trade is not finite ({ratio!r})")
 
     checks: dict[str, CheckStatus] = {}
     rejections: list[Rejection] = []
@@ -176,13 +195,40 @@ def _allowed_quantity(
     )
     if daily_loss > limits.max_daily_loss_fraction + _EPS:
         bound = min(bound, abs(current))  # only shrinking trades
-    if bound < 0:
+    if not bound >= 0:  # negative, or NaN: fail closed
         return 0
+    bound = min(bound, 2.0 * MAX_SHARES)  # a tiny price must not overflow the share count
     # |current + side·q| ≤ bound  ⇔  −bound − side·current ≤ q ≤ bound − side·current
     upper = math.floor(bound - side * current + _EPS)
     lower = math.ceil(-bound - side * current - _EPS)
     allowed = min(requested, upper)
     return allowed if allowed >= max(lower, 0) else 0
+
+
+def _non_finite(book: Portfolio) -> str | None:
+    """The first non-finite number of ``book`` (its name), or None."""
+    if not math.isfinite(book.cash):
+        return "cash"
+    if book.day_start_equity is not None and not math.isfinite(book.day_start_equity):
+        return "day_start_equity"
+    for symbol, position in book.positions.items():
+        if not math.isfinite(position.value):
+            return f"position {symbol}"
+    if not math.isfinite(book.equity()):
+        return "equity"
+    return None
+
+
+def _refused(reason: str) -> RiskAssessment:
+    """Every check fails: the inputs cannot be assessed, so the trade is not approved."""
+    rejection = Rejection("non_finite", f"risk cannot be assessed: {reason}", 0.0, 0.0)
+    return RiskAssessment(
+        approved=False,
+        checks=dict.fromkeys(CHECKS, "fail"),
+        rejections=[rejection],
+        warnings=[f"non_finite: {rejection.message}"],
+        allowed_quantity=0,
+    )
 
 
 def _insolvent(equity: float) -> RiskAssessment:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bentos.regime_blend.bounds import Price, Sector, Volume
 from bentos.regime_blend.portfolio import Portfolio, Position
 from bentos.shared.lineage import ModelRef
 
@@ -18,11 +19,11 @@ class Bar(BaseModel):
     """One OHLCV bar sent with a request."""
 
     date: datetime = Field(description="Bar timestamp (daily bars: the date)")
-    open: float = Field(gt=0)
-    high: float = Field(gt=0)
-    low: float = Field(gt=0)
-    close: float = Field(gt=0)
-    volume: float = Field(ge=0)
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
 
 
 class PredictRequest(BaseModel):
@@ -53,7 +54,7 @@ class PredictRequest(BaseModel):
     portfolio: Portfolio | None = Field(
         default=None, description="Portfolio to check against (else the service's own state)"
     )
-    sector: str | None = Field(default=None, description="Sector of the symbol (concentration)")
+    sector: Sector | None = None
 
     @field_validator("symbol")
     @classmethod

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,17 @@ from registry.settings import get_settings
 
 BlendMode = Literal["argmax", "mixture"]
 RiskMode = Literal["body", "reject"]
+
+
+@dataclass(frozen=True)
+class RouteModes:
+    """A route's modes for requests that name none and a deployment that sets none."""
+
+    blend_mode: BlendMode
+    risk_mode: RiskMode
+
+
+NATIVE_MODES = RouteModes(blend_mode="mixture", risk_mode="body")
 
 
 class RiskLimits(BaseModel):
@@ -90,13 +102,16 @@ class BlendSettings(BaseSettings):
         "calls (e.g. http://tradeserve-specialists:3000); unset: it runs its own in-process.",
     )
 
-    default_mode: BlendMode = Field(
-        default="mixture", description="blend_mode when a request does not name one"
+    default_mode: BlendMode | None = Field(
+        default=None,
+        description="blend_mode when a request does not name one; unset: the route's own "
+        "(the seed's /api/v1/predict: argmax, /predict: mixture)",
     )
-    risk_mode: RiskMode = Field(
-        default="body",
+    risk_mode: RiskMode | None = Field(
+        default=None,
         description="'body': a rejected trade is answered 200 with risk_validation.approved = "
-        "false; 'reject': the seed's 403 + X-Risk-Warnings (request field risk_mode overrides)",
+        "false; 'reject': the seed's 403 + X-Risk-Warnings (request field risk_mode overrides); "
+        "unset: the route's own (the seed's /api/v1/predict: reject, /predict: body)",
     )
     weights: WeightMapping = Field(
         default_factory=WeightMapping,
@@ -124,6 +139,53 @@ class BlendSettings(BaseSettings):
         default=None,
         description="per-symbol CSV/Parquet bars (default TRADESERVE_HOME/market_data)",
     )
+    market_data_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TRADESERVE_MARKET_DATA_URI", "TRADESERVE_BLEND_MARKET_DATA_URI"
+        ),
+        description="shared market data: a folder or an s3:// prefix of the per-symbol files "
+        "(an s3:// prefix is mirrored into STATE/market_data and re-checked every "
+        "market_data_refresh_s); unset: market_data_dir",
+    )
+    market_data_refresh_s: float = Field(
+        default=60.0, gt=0, description="how often an s3:// market-data prefix is re-checked"
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADESERVE_DATABASE_URL", "TRADESERVE_BLEND_DATABASE_URL"),
+        description="SQLAlchemy URL of the state database (portfolio, reservations, fills, "
+        "decision log), e.g. postgresql://user:pw@host/db, shared by every replica; unset: "
+        "the embedded SQLite file STATE/state.db",
+    )
+    decision_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=AliasChoices(
+            "TRADESERVE_DECISION_RETENTION_DAYS", "TRADESERVE_BLEND_DECISION_RETENTION_DAYS"
+        ),
+        description="decisions older than this are exported (decision_export_uri) and pruned; "
+        "unset: kept forever",
+    )
+    decision_export_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TRADESERVE_DECISION_EXPORT_URI", "TRADESERVE_BLEND_DECISION_EXPORT_URI"
+        ),
+        description="folder or s3:// prefix that receives pruned decisions as Parquet "
+        "(default STATE/decision_archive; 'none' prunes without an export)",
+    )
+    maintenance_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how often the decision log's size is measured and its retention applied",
+    )
+    reservation_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="an approved trade counts against the limits until a fill settles it or "
+        "this many seconds pass",
+    )
     max_request_bars: int = Field(default=5000, ge=1, description="inline bars per request")
     specialist_cache_size: int = Field(
         default=65_536,
@@ -133,6 +195,12 @@ class BlendSettings(BaseSettings):
     catalog_refresh_s: float = Field(
         default=5.0, gt=0, description="how often the served specialists are re-listed"
     )
+    specialists_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a Specialists call that takes longer is answered 503 (under BentoML's "
+        "own traffic timeout, so the client gets the reason)",
+    )
 
     @property
     def state_path(self) -> Path:
@@ -140,7 +208,26 @@ class BlendSettings(BaseSettings):
 
     @property
     def market_path(self) -> Path:
+        """The local folder decisions read bars from (an s3:// prefix's mirror)."""
+        uri = self.market_data_uri
+        if uri and uri.startswith("s3://"):
+            return self.state_path / "market_data"
+        if uri:
+            return Path(uri.removeprefix("file://")).expanduser()
         return (self.market_data_dir or get_settings().market_data_dir).expanduser()
+
+    @property
+    def database(self) -> str:
+        """The state database's URL (the embedded SQLite file unless one is configured)."""
+        return self.database_url or f"sqlite:///{self.state_path / 'state.db'}"
+
+    @property
+    def export_uri(self) -> str | None:
+        """Where pruned decisions go (None: pruned without an export)."""
+        uri = self.decision_export_uri
+        if uri is not None and uri.strip().lower() in ("", "none"):
+            return None
+        return uri or str(self.state_path / "decision_archive")
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.utils import deep_merge
 
 from bentos.shared.admin import mount_admin
+from bentos.shared.openapi import OpenAPI30Document
 from bentos.shared.protection import protect
 from bentos.shared.runtime_config import bentoml_config, configured_batching, declare_config
 
@@ -62,6 +63,11 @@ class TradeserveService(Service[T]):
         # ``threads`` only (_bentoml_impl/server/app.py); give it the merged value.
         if main.get("threads"):
             self.config["threads"] = main["threads"]
+
+    @property
+    def openapi_spec(self) -> OpenAPI30Document:  # type: ignore[override]
+        """BentoML's document, in valid OpenAPI 3.0 (see ``bentos.shared.openapi``)."""
+        return OpenAPI30Document(super().openapi_spec)
 
 
 def tradeserve_service(*, name: str, **config: Any) -> Callable[[type[T]], Service[T]]:

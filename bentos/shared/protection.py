@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from bentos.shared.auth import ApiKeyMiddleware
 from bentos.shared.limits import RequestSizeLimitMiddleware
+from bentos.shared.malformed import MissingBoundaryMiddleware
 from bentos.shared.settings import get_serving_settings
 
 S = TypeVar("S")
@@ -17,8 +18,10 @@ _CLIENT_TOKEN_ENV = "BENTO_CLOUD_API_KEY"
 
 
 def protect(service: S) -> S:
-    """Add the size limit and, when ``TRADESERVE_API_KEY`` is set, API-key auth."""
+    """Add the size limit, the multipart check and, when ``TRADESERVE_API_KEY`` is set,
+    API-key auth."""
     settings = get_serving_settings()
+    service.add_asgi_middleware(MissingBoundaryMiddleware)  # type: ignore[attr-defined]
     service.add_asgi_middleware(  # type: ignore[attr-defined]
         RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes
     )

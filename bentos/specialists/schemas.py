@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from bentos.shared.lineage import ModelRef
 
 Role = Literal["bull", "bear", "sideways", "universal"]
+# Features are returns, ratios and z-scores: 1e15 is far past any real one, and rows past
+# float32's range (3.4e38) would overflow the network into NaN probabilities.
+MAX_ABS_FEATURE = 1e15
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("observation contains NaN or inf")
+    return value
+
+
+Feature = Annotated[
+    float,
+    BeforeValidator(_finite),
+    Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE, allow_inf_nan=False),
+]
 
 
 class ObservationTask(BaseModel):
     """One observation for one specialist (the unit the batched endpoint coalesces)."""
 
     specialist: Role = Field(description="Role: bull, bear, sideways or universal")
-    observation: list[float] = Field(min_length=1, description="One feature row")
-
-    @field_validator("observation")
-    @classmethod
-    def _finite(cls, values: list[float]) -> list[float]:
-        if not all(math.isfinite(value) for value in values):
-            raise ValueError("observation contains NaN or inf")
-        return values
+    observation: list[Feature] = Field(
+        min_length=1, description="One feature row (finite, |value| <= 1e15)"
+    )
 
 
 class ObservationResult(BaseModel):

@@ -21,6 +21,7 @@ from bentos.shared.model_source import ModelSet, ServedModel, torch_device
 from bentos.shared.runtime_config import configured_batching
 from bentos.specialists.schemas import (
     ActResponse,
+    Feature,
     ObservationResult,
     ObservationTask,
     ServedSpecialist,
@@ -70,7 +71,7 @@ class Specialists(ModelService):
     @bentoml.api(route="/act")
     @client_errors
     async def act(
-        self, observations: list[list[float]], specialists: list[str] | None = None
+        self, observations: list[list[Feature]], specialists: list[str] | None = None
     ) -> ActResponse:
         """Action probabilities (HOLD, BUY, SELL) of each specialist for each observation."""
         roles = specialists or [role for role in SPECIALIST_ROLES if self._serves(role)]

@@ -224,8 +224,16 @@ def parse(sent: float, bar: tuple[str, str], response: httpx.Response) -> Answer
 
 
 def decide(client: httpx.Client, bar: tuple[str, str]) -> Answer:
-    """One mixture decision with its explanation about ``bar`` (symbol, timestamp)."""
-    body = {"symbol": bar[0], "timestamp": bar[1], "blend_mode": "mixture", "explain": True}
+    """One mixture decision with its explanation about ``bar`` (symbol, timestamp); a
+    rejected trade in the body (approvals reserve exposure on the service's portfolio, so
+    the seed's default 403 would come once the load has reserved up to a limit)."""
+    body = {
+        "symbol": bar[0],
+        "timestamp": bar[1],
+        "blend_mode": "mixture",
+        "risk_mode": "body",
+        "explain": True,
+    }
     sent = time.monotonic()
     try:
         response = client.post("/api/v1/predict", json=body)

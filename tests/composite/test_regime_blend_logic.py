@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +25,18 @@ from bentos.regime_blend.blending import (
 )
 from bentos.regime_blend.compat import parse_override, seed_name
 from bentos.regime_blend.decision import DecisionPolicy, decide
-from bentos.regime_blend.decision_log import DecisionLog, DecisionRecord
-from bentos.regime_blend.portfolio import Fill, Portfolio, PortfolioStore, Position
+from bentos.regime_blend.decision_log import Checked, DecisionLog, DecisionRecord, Entry
+from bentos.regime_blend.portfolio import Fill, Portfolio, Position
 from bentos.regime_blend.risk import check_trade
 from bentos.regime_blend.settings import BlendSettings, RiskLimits
 from bentos.regime_blend.sizing import budget_quantity, seed_quantity
+from bentos.regime_blend.state.db import StateDatabase
+from bentos.regime_blend.state.portfolio_store import (
+    PortfolioStateError,
+    PortfolioStore,
+    Reservation,
+)
+from bentos.regime_blend.state.retention import export_and_prune, log_size
 from harness.bento import REPO_ROOT
 
 ALL_ROLES = {"bull", "bear", "sideways", "universal"}
@@ -293,52 +303,76 @@ def test_hold_is_never_checked_or_sized() -> None:
 # --------------------------------------------------------------------------- state
 
 
+def state_db(folder: Path) -> StateDatabase:
+    return StateDatabase(f"sqlite:///{folder / 'state.db'}")
+
+
 def test_portfolio_state_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "portfolio.db"
-    store = PortfolioStore(path, initial_capital=1e6)
+    db = state_db(tmp_path)
+    store = PortfolioStore(db, initial_capital=1e6)
     assert store.load() == Portfolio(cash=1e6, day_start_equity=1e6)
     store.apply(Fill(symbol="spx", side="BUY", quantity=10, price=2000.0))
     store.apply(Fill(symbol="SPX", side="SELL", quantity=4, price=2100.0, sector="index"))
-    reopened = PortfolioStore(path, initial_capital=5.0).load()
+    db.close()
+    reopened = PortfolioStore(state_db(tmp_path), initial_capital=5.0).load()
     assert reopened.positions["SPX"].quantity == 6
     assert reopened.positions["SPX"].price == 2100.0
     assert reopened.cash == pytest.approx(1e6 - 20_000 + 8_400)
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with sqlite3.connect(tmp_path / "state.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("SELECT count(*) FROM fills").fetchone()[0] == 2
+        revision = raw.execute("SELECT version_num FROM regime_blend_alembic_version").fetchone()
+        assert revision == ("0001",)
+
+
+def test_a_stored_portfolio_that_breaks_the_bounds_is_a_503_until_replaced(
+    tmp_path: Path,
+) -> None:
+    """A row written before the bounds existed (NaN cash saved as null) must not turn every
+    read into a 500: it is a 503 naming the repair, and a PUT repairs it."""
+    store = PortfolioStore(state_db(tmp_path), initial_capital=1e6)
+    store.save(Portfolio(cash=1e6))
+    with sqlite3.connect(tmp_path / "state.db") as raw:
+        raw.execute("UPDATE portfolios SET state = ?", (json.dumps({"cash": None}),))
+    for read in (store.load, store.book):
+        with pytest.raises(PortfolioStateError, match="PUT /api/v1/portfolio") as refused:
+            read()
+        assert refused.value.http_status == 503
+    store.save(Portfolio(cash=5e5))
+    assert store.load().cash == 5e5
 
 
 def record(i: int) -> DecisionRecord:
     return DecisionRecord(
-        decision_id=f"d-{i}",
+        decision_id=str(uuid.UUID(int=i)),
         created_at="2026-01-01T00:00:00+00:00",
         symbol="SPX",
+        as_of="2025-12-31T00:00:00",
         action="BUY",
         approved=i % 2 == 0,
         inputs_digest=f"{i:064x}",
-        inputs={"i": i},
-        outputs={"decision_id": f"d-{i}"},
+        inputs={"i": i, "features": {"x": 0.1 * i}, "models": [{"name": "r", "version": "1"}]},
+        outputs={"decision_id": str(uuid.UUID(int=i)), "metadata": {"inputs_digest": f"{i:064x}"}},
         models=[{"name": "regime-detector", "version": "1"}],
     )
 
 
 def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+    log = DecisionLog(state_db(tmp_path))
 
     async def append_all() -> None:
         await asyncio.gather(*(log.append(record(i)) for i in range(300)))
 
     asyncio.run(append_all())
     log.close()
-    again = DecisionLog(tmp_path, writer="another-worker")  # reads every writer's file
+    log.db.close()
+    again = DecisionLog(state_db(tmp_path))  # another process, same database
     try:
-        assert again.get("d-7") == record(7)
+        assert again.get(record(7).decision_id) == record(7)
         assert again.get("missing") is None
-        assert [p.name for p in again.files()] == [
-            "decisions-another-worker.db",
-            "decisions-main.db",
-        ]
-        with sqlite3.connect(tmp_path / "decisions-main.db") as db:
-            assert db.execute("SELECT count(*) FROM decisions").fetchone()[0] == 300
+        assert log_size(again.db)[0] == 300
+        with sqlite3.connect(tmp_path / "state.db") as raw:  # shared parts stored once
+            assert raw.execute("SELECT count(*) FROM decision_refs").fetchone()[0] == 302
     finally:
         again.close()
 
@@ -349,9 +383,10 @@ def test_acknowledged_decisions_survive_a_killed_process(tmp_path: Path) -> None
         f"""
         import asyncio, os, sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from tests.composite.test_regime_blend_logic import record
+        from tests.composite.test_regime_blend_logic import record, state_db
         from bentos.regime_blend.decision_log import DecisionLog
-        log = DecisionLog({str(tmp_path)!r})
+        from pathlib import Path
+        log = DecisionLog(state_db(Path({str(tmp_path)!r})))
         async def main():
             await asyncio.gather(*(log.append(record(i)) for i in range(50)))
         asyncio.run(main())
@@ -361,15 +396,15 @@ def test_acknowledged_decisions_survive_a_killed_process(tmp_path: Path) -> None
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 9 and "acknowledged" in done.stdout, done.stderr
-    log = DecisionLog(tmp_path, writer="after-restart")
+    log = DecisionLog(state_db(tmp_path))
     try:
-        assert all(log.get(f"d-{i}") == record(i) for i in range(50))
+        assert all(log.get(record(i).decision_id) == record(i) for i in range(50))
     finally:
         log.close()
 
 
 def test_a_cancelled_request_does_not_stop_the_log(tmp_path: Path) -> None:
-    log = DecisionLog(tmp_path)
+    log = DecisionLog(state_db(tmp_path))
 
     async def cancel_one_then_append(k: int) -> None:
         waiting = asyncio.ensure_future(log.append(record(100 + k)))
@@ -381,9 +416,138 @@ def test_a_cancelled_request_does_not_stop_the_log(tmp_path: Path) -> None:
     try:
         for k in range(20):
             asyncio.run(cancel_one_then_append(k))
-        assert all(log.get(f"d-{200 + k}") == record(200 + k) for k in range(20))
+        assert all(log.get(record(200 + k).decision_id) == record(200 + k) for k in range(20))
     finally:
         log.close()
+
+
+def checked_buy(book: Portfolio, i: int) -> Checked[bool]:
+    """Buy 100 SPX at 500 if the risk check passes on ``book`` (what the engine does)."""
+    risk = check_trade(book, "SPX", 1, 100, 500.0, "index", LIMITS, lambda s, sector: "index")
+    entry = Entry.of(record(i))
+    return Checked(entry, Reservation("SPX", 100, 500.0) if risk.approved else None, risk.approved)
+
+
+def test_checks_and_reservations_are_serialized_until_fills_settle_them(tmp_path: Path) -> None:
+    """Concurrent checks on one portfolio never approve past the limit together: each sees
+    the exposure the approvals before it reserved; a fill turns reservations into a position."""
+    db = state_db(tmp_path)
+    store, log = PortfolioStore(db, 1e6), DecisionLog(db)
+
+    async def buy_many(first: int) -> list[bool]:
+        return await asyncio.gather(
+            *(
+                log.append_checked(store, lambda book, i=i: checked_buy(book, i))
+                for i in range(first, first + 40)
+            )
+        )
+
+    try:
+        approved = asyncio.run(buy_many(0))
+        # 25 % of 1e6 = 250,000 = 5 lots of 100 x 500
+        assert sum(approved) == 5
+        portfolio, reserved = store.book()
+        assert portfolio.positions == {} and sum(r.quantity for r in reserved) == 500
+        assert log_size(db)[0] == 40  # every decision logged, approved or not
+        store.apply(Fill(symbol="SPX", side="BUY", quantity=250, price=500.0))
+        portfolio, reserved = store.book()
+        assert portfolio.positions["SPX"].quantity == 250
+        assert sum(r.quantity for r in reserved) == 250  # the fill settled the oldest 2.5 lots
+        assert not any(asyncio.run(buy_many(40)))  # still at the limit
+        store.save(Portfolio(cash=1e6))  # the broker's new book voids what was reserved
+        assert store.book()[1] == []
+    finally:
+        log.close()
+        db.close()
+
+
+def test_two_processes_on_one_sqlite_file_never_approve_past_the_limit(tmp_path: Path) -> None:
+    """The embedded default with two workers: each process checks 40 buys at once on the
+    same file; the file lock and BEGIN IMMEDIATE serialize them across the processes."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from pathlib import Path
+        from tests.composite.test_regime_blend_logic import checked_buy, state_db
+        from bentos.regime_blend.decision_log import DecisionLog
+        from bentos.regime_blend.state.portfolio_store import PortfolioStore
+        first = int(sys.argv[1])
+        db = state_db(Path({str(tmp_path)!r}))
+        store, log = PortfolioStore(db, 1e6), DecisionLog(db)
+        async def main():
+            return await asyncio.gather(*(
+                log.append_checked(store, lambda book, i=i: checked_buy(book, i))
+                for i in range(first, first + 40)
+            ))
+        print(sum(asyncio.run(main())))
+        log.close()
+        """
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(first)], stdout=subprocess.PIPE, text=True
+        )
+        for first in (0, 1000)
+    ]
+    approved = [int(worker.communicate(timeout=120)[0]) for worker in workers]
+    assert sum(approved) == 5  # 25 % of 1e6 in lots of 100 x 500, whoever approved them
+    db = state_db(tmp_path)
+    try:
+        assert sum(r.quantity for r in PortfolioStore(db, 1e6).book()[1]) == 500
+        assert log_size(db)[0] == 80
+    finally:
+        db.close()
+
+
+def test_a_build_error_fails_only_its_own_request(tmp_path: Path) -> None:
+    db = state_db(tmp_path)
+    store, log = PortfolioStore(db, 1e6), DecisionLog(db)
+
+    def broken(book: Portfolio) -> Checked[bool]:
+        raise ValueError("non-finite risk input")
+
+    async def both() -> list[object]:
+        return await asyncio.gather(
+            log.append_checked(store, broken),
+            log.append_checked(store, lambda book: checked_buy(book, 1)),
+            return_exceptions=True,
+        )
+
+    try:
+        failed, ok = asyncio.run(both())
+        assert isinstance(failed, ValueError) and ok is True
+        assert log.get(record(1).decision_id) == record(1)
+    finally:
+        log.close()
+        db.close()
+
+
+def test_old_decisions_are_exported_to_parquet_then_pruned(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    db = state_db(tmp_path)
+    log = DecisionLog(db)
+    old = [record(i) for i in range(30)]
+    new = record(99).model_copy(update={"created_at": datetime.now(UTC).isoformat()})
+
+    async def append_all() -> None:
+        await asyncio.gather(*(log.append(r) for r in [*old, new]))
+
+    try:
+        asyncio.run(append_all())
+        report = export_and_prune(db, retention_days=30, export_uri=str(tmp_path / "archive"))
+        assert (report.exported, report.deleted) == (30, 30)
+        table = pq.read_table(report.files[0]).to_pylist()
+        assert sorted(row["decision_id"] for row in table) == sorted(r.decision_id for r in old)
+        assert json.loads(table[0]["inputs"]) == next(
+            r.inputs for r in old if r.decision_id == table[0]["decision_id"]
+        )
+        assert log.get(old[0].decision_id) is None and log.get(new.decision_id) == new
+        assert log_size(db)[0] == 1
+    finally:
+        log.close()
+        db.close()
 
 
 def test_root_bentofile_serves_the_composite() -> None:

@@ -9,6 +9,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ def predict(server: BentoServer, **body: Any) -> httpx.Response:
 
 
 def decided(server: BentoServer, **body: Any) -> dict[str, Any]:
-    response = predict(server, **body)
+    """A decision body: a rejected trade in the body (the service's portfolio may be at a
+    limit by now: approvals reserve their exposure until filled)."""
+    response = predict(server, **{"risk_mode": "body", **body})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -198,21 +201,20 @@ def breaching_portfolio(action: str, price: float) -> dict[str, Any]:
 def test_a_position_that_breaks_a_limit_is_rejected(blend_server: BentoServer) -> None:
     day, free = non_hold_day(blend_server, "SPX", "mixture")
     portfolio = breaching_portfolio(free["action"], free["metadata"]["price"])
-    body = decided(blend_server, symbol="SPX", timestamp=day, portfolio=portfolio)
+    body = decided(blend_server, symbol="SPX", timestamp=day, portfolio=portfolio, risk_mode="body")
     risk = body["risk_validation"]
     assert body["action"] == free["action"] and not risk["approved"]
     assert risk["checks"]["position_limit"] == "fail"
     assert risk["allowed_quantity"] == 0
     assert any(r["check"] == "position_limit" for r in risk["rejections"])
     assert body["metadata"]["portfolio_source"] == "request"
-    # the seed's behaviour on request: 403, X-Risk-Warnings, no decision body
-    seed = predict(
-        blend_server, symbol="SPX", timestamp=day, portfolio=portfolio, risk_mode="reject"
-    )
+    # the seed's behaviour by default: 403, X-Risk-Warnings, no decision body
+    seed = predict(blend_server, symbol="SPX", timestamp=day, portfolio=portfolio)
     assert seed.status_code == 403
-    assert seed.json()["detail"] == "Trade rejected by risk manager"
+    assert seed.json() == {"detail": "Trade rejected by risk manager"}
     assert "position_limit" in seed.headers["x-risk-warnings"]
-    logged = httpx.get(f"{blend_server.url}/api/v1/decisions/{seed.json()['decision_id']}")
+    assert seed.headers["x-allowed-quantity"] == "0"
+    logged = httpx.get(f"{blend_server.url}/api/v1/decisions/{seed.headers['x-decision-id']}")
     assert logged.status_code == 200 and logged.json()["approved"] is False
 
 
@@ -222,7 +224,9 @@ def test_service_portfolio_state_is_used_and_updated(blend_server: BentoServer) 
     try:
         saved = httpx.put(url, json=breaching_portfolio(free["action"], free["metadata"]["price"]))
         assert saved.status_code == 200, saved.text
-        body = decided(blend_server, symbol="SPX", timestamp=day, blend_mode="argmax")
+        body = decided(
+            blend_server, symbol="SPX", timestamp=day, blend_mode="argmax", risk_mode="body"
+        )
         assert body["metadata"]["portfolio_source"] == "state"
         assert not body["risk_validation"]["approved"]
         held = saved.json()["portfolio"]["positions"]["SPX"]["quantity"]
@@ -332,6 +336,7 @@ def test_models_health_readyz_and_metrics(blend_server: BentoServer) -> None:
             "timestamp": "2016-07-01",
             "blend_mode": "mixture",
             "explain": True,
+            "portfolio": fresh_portfolio(),  # the service's own may be at a limit by now
         }
         first = one_worker.post("/api/v1/predict", json=body).json()
         before = answers_by_source(one_worker.get("/metrics").text)
@@ -380,7 +385,11 @@ def test_argmax_and_mixture_match_the_evaluator(
     decisions = pd.read_csv(report_dir / "decisions.csv")
     first = decisions[decisions["mode"] == "mixture"].iloc[0]
     body = decided(
-        blend_server, symbol="SPX", timestamp=first["date"], portfolio=fresh_portfolio()
+        blend_server,
+        symbol="SPX",
+        timestamp=first["date"],
+        portfolio=fresh_portfolio(),
+        blend_mode="mixture",
     )  # a fresh book, like the evaluator's on its first day
     assert (body["action"], body["recommended_quantity"]) == (first["action"], first["quantity"])
     assert body["confidence"] == pytest.approx(first["confidence"], abs=1e-6)
@@ -399,7 +408,10 @@ def test_32_clients_for_10_seconds_get_no_errors(blend_server: BentoServer, tmp_
                 "symbol": symbol,
                 "timestamp": day,
                 "blend_mode": ("argmax", "mixture")[i % 2],
+                # a third against the service's portfolio: its approvals reserve exposure
+                # until the limit rejects (answered 200 in the body, not the seed's 403)
                 "portfolio": fresh_portfolio() if i % 3 else None,
+                "risk_mode": "body",
             }
         )
         for i, (day, symbol) in enumerate(
@@ -478,10 +490,9 @@ def test_decisions_survive_a_crash_and_a_restart(demo_home: Path, tmp_path: Path
         ]
     finally:
         server.kill()  # SIGKILL the arbiter and its workers: no shutdown hook runs
-    stored = set()
-    for path in state.glob("decisions-*.db"):  # one file per worker
-        with sqlite3.connect(path) as db:
-            stored |= {row[0] for row in db.execute("SELECT decision_id FROM decisions")}
+    with sqlite3.connect(state / "state.db") as db:  # the embedded default: one file
+        rows = db.execute("SELECT decision_id FROM decisions")  # 16-byte UUIDs
+        stored = {str(uuid.UUID(bytes=row[0])) for row in rows}
     assert set(ids) <= stored
     restarted = serve_root(demo_home, state, tmp_path / "serve2.log")
     restarted.start()

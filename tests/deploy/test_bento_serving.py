@@ -243,13 +243,17 @@ def test_composite_uses_the_separately_deployed_specialists(
     )
     with bento_server(bento.tag, env, tmp_path / "serve.log") as composite:
         before = scrape(specialists_bento_server)
-        response = _post(composite, "/api/v1/predict", {"symbol": "SPX", "explain": True})
+        # the verdict in the body: approved trades reserve exposure on the service's
+        # portfolio, and a fourth BUY would be the seed's 403
+        explained = {"symbol": "SPX", "explain": True, "risk_mode": "body"}
+        response = _post(composite, "/api/v1/predict", explained)
         assert response.status_code == 200, response.text
         decision = response.json()
         bars = {decision["metadata"]["as_of"]}
         # earlier bars, far apart: features never asked about yet, so no memoised answer
         for day in ("2016-05-03", "2017-03-01", "2018-06-01"):
-            response = _post(composite, "/api/v1/predict", {"symbol": "SPX", "timestamp": day})
+            body = {"symbol": "SPX", "timestamp": day, "risk_mode": "body"}
+            response = _post(composite, "/api/v1/predict", body)
             assert response.status_code == 200, response.text
             bars.add(response.json()["metadata"]["as_of"])
         after = scrape(specialists_bento_server)

@@ -186,8 +186,44 @@ def test_composite_points_at_the_specialists_service_by_url():
     assert env_of(main)["TRADESERVE_BLEND_SPECIALISTS_URL"] == url
     bento = compose()["services"][SERVICES["regime_blend"]]
     assert bento["environment"]["TRADESERVE_BLEND_SPECIALISTS_URL"] == url
-    assert bento["depends_on"] == {SERVICES["specialists"]: {"condition": "service_healthy"}}
+    assert bento["depends_on"] == {
+        SERVICES["specialists"]: {"condition": "service_healthy"},
+        "mlflow-postgres": {"condition": "service_healthy"},  # its state database
+    }
     assert "specialists_url" in BlendSettings.model_fields
+
+
+def test_composite_state_lives_in_its_own_database_with_required_secrets():
+    """Every replica shares one database (its own user and database on the deployed
+    PostgreSQL) and one market-data location; a missing secret stops the pod."""
+    url = "postgresql+psycopg2://regime_blend@mlflow-postgres:5432/regime_blend"
+    env = env_of(container(find("Deployment", SERVICES["regime_blend"])))
+    compose_env = compose()["services"][SERVICES["regime_blend"]]["environment"]
+    assert env["TRADESERVE_DATABASE_URL"] == compose_env["TRADESERVE_DATABASE_URL"] == url
+    for name, key in (
+        ("PGPASSWORD", "REGIME_BLEND_DB_PASSWORD"),
+        ("TRADESERVE_MARKET_DATA_URI", "TRADESERVE_MARKET_DATA_URI"),
+        ("TRADESERVE_DECISION_EXPORT_URI", "TRADESERVE_DECISION_EXPORT_URI"),
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        assert env[name]["secretKeyRef"] == {"name": "tradeserve-secrets", "key": key}, name
+        assert compose_env[name] == f"${{{key}:?set {key}}}", name
+    example = next(
+        doc
+        for doc in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
+        if doc["metadata"]["name"] == "tradeserve-secrets"
+    )
+    assert {"REGIME_BLEND_DB_PASSWORD", "TRADESERVE_MARKET_DATA_URI"} <= set(example["stringData"])
+    # the database and user are created by the postgres image from the same script
+    script = (DEPLOY / "mlflow" / "create-regime-blend-db.sh").read_text()
+    assert find("ConfigMap", "mlflow-config")["data"]["create-regime-blend-db.sh"] == script
+    assert "CREATE DATABASE regime_blend OWNER regime_blend" in script
+    postgres = env_of(container(find("StatefulSet", "mlflow-postgres")))
+    assert postgres["REGIME_BLEND_DB_PASSWORD"]["secretKeyRef"]["key"] == "REGIME_BLEND_DB_PASSWORD"
+    assert "create-regime-blend-db.sh" in " ".join(
+        compose()["services"]["mlflow-postgres"]["volumes"]
+    )
 
 
 def test_compose_has_the_same_services_images_and_ports():

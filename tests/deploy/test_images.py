@@ -201,7 +201,9 @@ def _predictions(url: str) -> list[dict]:
     """Decisions on a few bars, explained."""
     answers = []
     for day in ("2016-05-03", "2017-03-01", "2018-06-01"):
-        body = {"symbol": "SPX", "timestamp": day, "explain": True}
+        # the verdict in the body: approvals reserve exposure, and the seed's default
+        # answers a BUY past the limit with 403
+        body = {"symbol": "SPX", "timestamp": day, "explain": True, "risk_mode": "body"}
         response = httpx.post(f"{url}/api/v1/predict", json=body, timeout=60)
         assert response.status_code == 200, response.text
         answers.append(response.json())

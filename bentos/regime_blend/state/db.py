@@ -1,0 +1,196 @@
+"""One SQL database for RegimeBlend's state: PostgreSQL shared by every replica, or the
+embedded SQLite default; the same code runs on both.
+
+Writes are serialized where a risk check needs it: on PostgreSQL by row locks
+(``SELECT ... FOR UPDATE`` on the portfolio, see ``portfolio``); on SQLite every write
+transaction holds the process's file lock on ``<db>.lock`` and then ``BEGIN IMMEDIATE``. The
+file lock is there for speed: a process that waits for SQLite's own write lock sleeps in its
+busy handler (1, 2, 5, 10 ms ...), one waiting on ``flock`` is woken by the kernel the moment
+the lock is free. The schema is migrated by Alembic at start-up under a lock (an advisory lock
+on PostgreSQL, the file lock on SQLite), so replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+
+from bentos.regime_blend.sqlite_wal import connect_durable
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_TIMEOUT_S = 30.0
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` use psycopg2 (SQLAlchemy 2.1 would pick psycopg 3,
+    which tradeserve does not ship); other URLs are kept as they are."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_lock`` from a readable name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class _ProcessFileLock:
+    """A lock shared by the threads of this process and, through ``flock``, other processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def held(self, blocking: bool = True) -> Iterator[bool]:
+        if not self._thread_lock.acquire(blocking=blocking):
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class StateDatabase:
+    """The engine, the write discipline and the migrations of one state database."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        self._locks: dict[str, _ProcessFileLock] = {}
+        if self.dialect == "sqlite":
+            path = Path(parsed.database or "").expanduser()
+            if not parsed.database or str(path) == ":memory:":
+                raise ValueError("the SQLite state database must be a file (sqlite:///path)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.path: Path | None = path
+            self.engine: Engine = create_engine(
+                f"sqlite:///{path}",
+                poolclass=QueuePool,
+                creator=lambda: connect_durable(
+                    path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False
+                ),
+                pool_size=8,
+                max_overflow=16,
+            )
+            event.listen(self.engine, "begin", _sqlite_begin)
+            self._write_lock: _ProcessFileLock | None = self._file_lock("write")
+        else:
+            self.path = None
+            # per process: the writer, the maintenance thread and reads; at most 8 connections
+            # per worker (replicas x workers x 8 must fit max_connections, or use PgBouncer)
+            self.engine = create_engine(
+                self.url, pool_size=4, max_overflow=4, pool_pre_ping=True, pool_recycle=1800
+            )
+            self._write_lock = None
+        if migrate:
+            self.migrate()
+
+    def _file_lock(self, name: str) -> _ProcessFileLock:
+        assert self.path is not None
+        if name not in self._locks:
+            self._locks[name] = _ProcessFileLock(self.path.with_name(f"{self.path.name}.{name}"))
+        return self._locks[name]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (committed on exit, rolled back on an error)."""
+        lock = self._write_lock.held() if self._write_lock else contextlib.nullcontext(True)
+        with lock, self.engine.connect() as connection:
+            connection.execution_options(tradeserve_write=True)
+            with connection.begin():
+                yield connection
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a snapshot on SQLite's WAL; READ COMMITTED on PostgreSQL)."""
+        with self.engine.connect() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold a lock named ``name`` across processes and replicas; yields whether it is held
+        (always True when ``blocking``)."""
+        if not self.is_postgres:
+            with self._file_lock(name).held(blocking) as held:
+                yield held
+            return
+        key = lock_key(f"tradeserve.regime_blend.{name}")
+        with self.engine.connect() as connection:
+            if blocking:
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                held = True
+            else:
+                held = bool(
+                    connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                )
+            connection.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    connection.commit()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (one process at a time)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.exclusive("migrate"), self.engine.connect() as connection:
+            connection.execution_options(tradeserve_write=True)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+
+    def close(self) -> None:
+        self.engine.dispose()
+        for lock in self._locks.values():
+            lock.close()
+        self._locks.clear()
+
+
+def dialect_insert(connection: Connection) -> Any:
+    """The ``insert`` of the connection's dialect (it has ``on_conflict_do_*``)."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """SQLite transactions begin as the caller needs: writers take the write lock at once
+    (``BEGIN IMMEDIATE``: a read-then-write transaction never fails half-way on a lock)."""
+    write = connection.get_execution_options().get("tradeserve_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,1 @@
+"""Alembic migrations of RegimeBlend's state (run by ``state.db.migrate`` at start-up)."""

@@ -1,0 +1,255 @@
+"""The service's portfolio in the state database, shared by every worker and replica.
+
+The portfolio row holds what fills made it (cash, positions, the day's start equity). A risk
+check sees the *book*: that portfolio plus the open reservations, the exposure of trades it
+approved that no fill has settled yet. The check and its reservation are one transaction
+under the portfolio's lock (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on
+SQLite, see ``decision_log``), and fills take the same lock, so two replicas can never both
+approve trades that together break a limit. A fill settles the oldest open reservations of
+its symbol and side; a reservation nobody fills expires after ``reservation_ttl_s``;
+replacing the portfolio (the broker's book at the start of a day) voids them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from bentos.regime_blend.portfolio import Fill, Portfolio
+from bentos.regime_blend.state.db import StateDatabase, dialect_insert
+from bentos.regime_blend.state.tables import fills, portfolios, reservations
+from registry.errors import TradeserveError
+
+DEFAULT_PORTFOLIO = "default"
+
+
+class PortfolioStateError(TradeserveError):
+    """The state database could not be read or written."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The exposure an approved trade takes until it is filled (``quantity`` signed)."""
+
+    symbol: str
+    quantity: int
+    price: float
+    sector: str | None = None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class PortfolioStore:
+    """Load, replace and fill the service's portfolio; reserve approved trades."""
+
+    def __init__(
+        self,
+        db: StateDatabase,
+        initial_capital: float,
+        *,
+        portfolio_id: str = DEFAULT_PORTFOLIO,
+        reservation_ttl_s: float = 300.0,
+    ) -> None:
+        self.db = db
+        self.initial_capital = initial_capital
+        self.portfolio_id = portfolio_id
+        self.reservation_ttl_us = int(reservation_ttl_s * 1e6)
+
+    def initial(self) -> Portfolio:
+        return Portfolio(cash=self.initial_capital, day_start_equity=self.initial_capital)
+
+    # ------------------------------------------------------------------ in a transaction
+
+    def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
+        """Lock the portfolio for this transaction; its state and open reservations."""
+        state = self._lock_row(connection, now)
+        mine = reservations.c.portfolio_id == self.portfolio_id
+        connection.execute(delete(reservations).where(mine, reservations.c.expires_us <= now))
+        open_rows = connection.execute(
+            select(
+                reservations.c.symbol,
+                reservations.c.quantity,
+                reservations.c.price,
+                reservations.c.sector,
+            )
+            .where(mine)
+            .order_by(reservations.c.reservation_id)
+        ).all()
+        return stored_portfolio(state), [Reservation(*r) for r in open_rows]
+
+    def _lock_row(self, connection: Connection, now: int) -> str:
+        """Lock the portfolio's row (created at ``initial_capital`` if absent); its raw
+        state, unparsed, so that a PUT can replace a state that no longer validates."""
+        where = portfolios.c.portfolio_id == self.portfolio_id
+        row = connection.execute(select(portfolios.c.state).where(where).with_for_update()).first()
+        if row is None:
+            portfolio = self.initial()
+            connection.execute(
+                dialect_insert(connection)(portfolios)
+                .on_conflict_do_nothing()
+                .values(
+                    portfolio_id=self.portfolio_id,
+                    state=portfolio.model_dump_json(),
+                    updated_us=now,
+                )
+            )
+            row = connection.execute(
+                select(portfolios.c.state).where(where).with_for_update()
+            ).first()
+        assert row is not None
+        return row.state
+
+    def reserve(
+        self, connection: Connection, decision_id: str, reservation: Reservation, now: int
+    ) -> None:
+        connection.execute(
+            insert(reservations).values(
+                portfolio_id=self.portfolio_id,
+                decision_id=decision_id,
+                symbol=reservation.symbol,
+                quantity=reservation.quantity,
+                price=reservation.price,
+                sector=reservation.sector,
+                created_us=now,
+                expires_us=now + self.reservation_ttl_us,
+            )
+        )
+
+    def _write_state(self, connection: Connection, portfolio: Portfolio, now: int) -> None:
+        connection.execute(
+            update(portfolios)
+            .where(portfolios.c.portfolio_id == self.portfolio_id)
+            .values(state=portfolio.model_dump_json(), updated_us=now)
+        )
+
+    # ------------------------------------------------------------------ blocking API
+
+    def load(self) -> Portfolio:
+        """The current state (a fresh portfolio of ``initial_capital`` cash if none is saved)."""
+        try:
+            with self.db.read() as connection:
+                state = connection.execute(
+                    select(portfolios.c.state).where(portfolios.c.portfolio_id == self.portfolio_id)
+                ).scalar()
+        except SQLAlchemyError as error:
+            raise PortfolioStateError(f"cannot read the portfolio state: {error}") from error
+        return self.initial() if state is None else stored_portfolio(state)
+
+    def book(self) -> tuple[Portfolio, list[Reservation]]:
+        """The state and the open reservations (what the next risk check sees)."""
+        with self._writing() as connection:
+            return self.lock(connection, now_us())
+
+    def save(self, portfolio: Portfolio) -> Portfolio:
+        """Replace the portfolio; open reservations are void (a new book from the broker)."""
+        with self._writing() as connection:
+            now = now_us()
+            self._lock_row(connection, now)
+            self._write_state(connection, portfolio, now)
+            connection.execute(
+                delete(reservations).where(reservations.c.portfolio_id == self.portfolio_id)
+            )
+        return portfolio
+
+    def apply(self, fill: Fill) -> Portfolio:
+        """Apply an executed trade and settle the reservations it fills (one transaction)."""
+        with self._writing() as connection:
+            now = now_us()
+            current, _ = self.lock(connection, now)
+            updated = current.after_fill(fill.symbol, fill.signed_quantity, fill.price, fill.sector)
+            self._write_state(connection, updated, now)
+            connection.execute(
+                insert(fills).values(
+                    portfolio_id=self.portfolio_id,
+                    symbol=fill.symbol,
+                    quantity=fill.signed_quantity,
+                    price=fill.price,
+                    sector=fill.sector,
+                    filled_us=now,
+                )
+            )
+            self._settle(connection, fill)
+        return updated
+
+    def _settle(self, connection: Connection, fill: Fill) -> None:
+        """Shrink the oldest open reservations of the fill's symbol and side by its quantity."""
+        side = reservations.c.quantity > 0 if fill.side == "BUY" else reservations.c.quantity < 0
+        rows = connection.execute(
+            select(reservations.c.reservation_id, reservations.c.quantity)
+            .where(
+                reservations.c.portfolio_id == self.portfolio_id,
+                reservations.c.symbol == fill.symbol,
+                side,
+            )
+            .order_by(reservations.c.reservation_id)
+        ).all()
+        left = fill.quantity
+        for reservation_id, quantity in rows:
+            if left <= 0:
+                break
+            taken = min(left, abs(quantity))
+            left -= taken
+            this = reservations.c.reservation_id == reservation_id
+            if taken == abs(quantity):
+                connection.execute(delete(reservations).where(this))
+            else:
+                remaining = abs(quantity) - taken
+                connection.execute(
+                    update(reservations)
+                    .where(this)
+                    .values(quantity=remaining if quantity > 0 else -remaining)
+                )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction whose database errors answer 503 with a reason."""
+        try:
+            with self.db.write() as connection:
+                yield connection
+        except SQLAlchemyError as error:
+            raise PortfolioStateError(f"the portfolio state is not writable: {error}") from error
+
+    # ------------------------------------------------------------------ async API
+
+    async def aload(self) -> Portfolio:
+        return await asyncio.to_thread(self.load)
+
+    async def asave(self, portfolio: Portfolio) -> Portfolio:
+        return await asyncio.to_thread(self.save, portfolio)
+
+    async def aapply(self, fill: Fill) -> Portfolio:
+        return await asyncio.to_thread(self.apply, fill)
+
+
+def stored_portfolio(state: str) -> Portfolio:
+    """The saved state, checked as a request is: a row written before the bounds existed
+    (a NaN saved as null) is a 503 saying how to repair it, never a 500."""
+    try:
+        return Portfolio.model_validate_json(state)
+    except ValidationError as error:
+        raise PortfolioStateError(
+            f"the stored portfolio is invalid ({error.error_count()} errors, first: "
+            f"{error.errors()[0]['loc']}: {error.errors()[0]['msg']}); PUT /api/v1/portfolio "
+            "a valid one"
+        ) from error
+
+
+def with_reservations(portfolio: Portfolio, open_reservations: list[Reservation]) -> Portfolio:
+    """The book a risk check sees: ``portfolio`` as if every open reservation were filled
+    (``PortfolioBoundsError`` when that would leave the sane bounds)."""
+    for reservation in open_reservations:
+        portfolio = portfolio.after_fill(
+            reservation.symbol, reservation.quantity, reservation.price, reservation.sector
+        )
+    return portfolio
