@@ -33,7 +33,8 @@ Per-stage means come from the service's ``tradeserve_regime_blend_stage_seconds`
 histogram, specialist answers by source from ``tradeserve_regime_blend_specialist_answers``,
 CPU per process from /proc.
 
-Writes ``bench/results/regime_blend_latency.{json,md}``.
+Writes ``bench/results/regime_blend_latency.{json,md}`` (one SQLite server), else
+``regime_blend_latency_<database>_x<replicas>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -476,8 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         name: run_scenario(name, home, work, config, args)
         for name in (args.workload or list(WORKLOADS))
     }
+    name = (
+        NAME
+        if args.database == "sqlite" and args.replicas == 1
+        else (f"{NAME}_{args.database}_x{args.replicas}")
+    )
     result = {
-        "name": NAME,
+        "name": name,
         "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "machine": report.machine(),
         "config": {
@@ -495,11 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     if not args.no_write:
-        path = report.RESULTS_DIR / f"{NAME}.json"
+        path = report.RESULTS_DIR / f"{name}.json"
         if path.is_file() and args.workload:  # a subset: keep the other workloads' runs
             earlier = json.loads(path.read_text()).get("scenarios", {})
             result["scenarios"] = {**earlier, **scenarios}
-    report.publish(NAME, result, markdown(result), write=not args.no_write)
+    report.publish(name, result, markdown(result), write=not args.no_write)
     return 0
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from registry import store
 from registry.settings import Settings, get_settings
@@ -35,6 +37,10 @@ def clear_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in MLFLOW_URI_VARIABLES:
         monkeypatch.setenv(variable, "")
         monkeypatch.delenv(variable)
+    # ... and the module globals they set, which win over the variables: a test that
+    # configured another registry in this process must not leave it to the next one
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
 
 
 @pytest.fixture

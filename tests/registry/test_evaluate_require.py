@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from registry.audit import AUDIT_PREFIX
 from registry.model_metrics import logged_model_id
+from tests.conftest import clear_mlflow_uris
 from tests.demo_fixtures import TRADESERVE, demo_env
 
 CANDIDATE = "specialist-bull"
@@ -49,6 +50,7 @@ def client(home: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """A client of the copy. MLflow's SQL registry looks a new version's logged model up
     through the global tracking URI, so that is set too (and restored afterwards)."""
     uri = f"sqlite:///{home / 'mlflow.db'}"
+    clear_mlflow_uris(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
