@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import fluent as mlflow_fluent
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -25,11 +26,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# What points the mlflow module at a store, and at an experiment in it (set_experiment
+# exports MLFLOW_EXPERIMENT_ID: another store's id, once the test changed stores).
+MLFLOW_URI_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+)
 
 
 def clear_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset MLflow's URI variables for one test and restore them afterwards.
+    """Unset MLflow's URI and experiment variables for one test and restore them afterwards.
 
     ``mlflow.set_tracking_uri``/``set_registry_uri`` export these to ``os.environ``;
     setting before deleting makes pytest undo whatever a test leaves behind.
@@ -41,6 +49,7 @@ def clear_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> None:
     # configured another registry in this process must not leave it to the next one
     monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    monkeypatch.setattr(mlflow_fluent, "_active_experiment_id", None)
 
 
 @pytest.fixture
