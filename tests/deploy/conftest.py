@@ -9,11 +9,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import bentoml
+import numpy as np
 import pytest
 import yaml
 
 from bentos.build import BuildReport, BuiltBento
 from harness.ports import free_port
+from registry.loading import load_version
+from registry.resolve import resolve
 from tests.demo_fixtures import TRADESERVE, demo_env
 
 
@@ -55,3 +59,17 @@ def built(build_report: BuildReport) -> dict[str, BuiltBento]:
 def bento_info(bento: BuiltBento) -> dict:
     """The bento's ``bento.yaml``."""
     return yaml.safe_load((Path(bento.path) / "bento.yaml").read_text())
+
+
+def check_baked_factor_models(client: bentoml.SyncHTTPClient, baked: dict[str, str]) -> None:
+    """Every factor model of a bento answers ``/predict`` with the version baked in and the
+    predictions of that version loaded in-process."""
+    factor_names = [name for name in baked if name.startswith("factor-")]
+    assert factor_names
+    for name in factor_names:
+        runtime = load_version(resolve(name)).runtime
+        rows = np.random.default_rng(7).normal(scale=0.02, size=(4, len(runtime.factors)))
+        rows = rows.astype(np.float32)
+        body = client.predict(model=name, rows=rows.tolist())
+        assert body["model"] == {"name": name, "version": baked[name], "alias": "champion"}
+        np.testing.assert_allclose(body["predictions"], runtime.predict_rows(rows), rtol=1e-6)

@@ -32,7 +32,7 @@ from registry.loading import load_version
 from registry.resolve import resolve
 from registry.settings import Settings
 from tests.demo_fixtures import demo_env, own_bentoml_home
-from tests.deploy.conftest import offline_env
+from tests.deploy.conftest import check_baked_factor_models, offline_env
 from training_hooks.features import FEATURE_NAMES
 from training_hooks.specialist.runtime import ACTIONS
 
@@ -125,15 +125,8 @@ def test_imported_factor_bento_serves_without_any_registry(
 ):
     server, other, _ = factor_from_s3
     baked = {m.name: m.version for m in built["factor"].models}
-    factor_names = [name for name in baked if name.startswith("factor-")]
     with bentoml.SyncHTTPClient(server.url) as client:
-        for name in factor_names:
-            runtime = load_version(resolve(name)).runtime
-            rows = np.random.default_rng(7).normal(scale=0.02, size=(4, len(runtime.factors)))
-            rows = rows.astype(np.float32)
-            body = client.predict(model=name, rows=rows.tolist())
-            assert body["model"] == {"name": name, "version": baked[name], "alias": "champion"}
-            np.testing.assert_allclose(body["predictions"], runtime.predict_rows(rows), rtol=1e-6)
+        check_baked_factor_models(client, baked)
         venue = client.venue_quantiles(venue="us-equities")
     assert venue["model"]["version"] == baked["venue-quantiles-us-equities"]
     # Nothing touched a registry on the other machine: no embedded store was created.

@@ -44,11 +44,9 @@ from bentos.images import (
 from harness.bento import bento_server
 from harness.ports import free_port
 from harness.process import ManagedProcess
-from registry.loading import load_version
-from registry.resolve import resolve
 from registry.settings import Settings
 from tests.demo_fixtures import demo_env, own_bentoml_home
-from tests.deploy.conftest import offline_env, unreachable_registry
+from tests.deploy.conftest import check_baked_factor_models, offline_env, unreachable_registry
 from training_hooks.specialist.runtime import ACTIONS
 
 MAX_FACTOR_IMAGE_BYTES = 600 * 10**6
@@ -105,16 +103,8 @@ def test_factor_image_serves_the_baked_models_with_the_registry_unreachable(
     factor_served: ManagedProcess, built: dict[str, BuiltBento], demo_registry: Settings
 ):
     baked = {m.name: m.version for m in built["factor"].models}
-    factor_names = [name for name in baked if name.startswith("factor-")]
-    assert factor_names
     with bentoml.SyncHTTPClient(factor_served.url) as client:
-        for name in factor_names:
-            runtime = load_version(resolve(name)).runtime
-            rows = np.random.default_rng(11).normal(scale=0.02, size=(5, len(runtime.factors)))
-            rows = rows.astype(np.float32)
-            body = client.predict(model=name, rows=rows.tolist())
-            assert body["model"] == {"name": name, "version": baked[name], "alias": "champion"}
-            np.testing.assert_allclose(body["predictions"], runtime.predict_rows(rows), rtol=1e-6)
+        check_baked_factor_models(client, baked)
 
 
 @needs_buildah

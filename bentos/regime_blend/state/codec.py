@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 FORMAT = 1
@@ -98,16 +98,18 @@ def pack(
     return compress(canonical(document)), {d: compress(data) for d, data in refs.items()}
 
 
-def ref_digests(body: bytes) -> list[bytes]:
-    """The refs a packed body names (for exports that resolve them in bulk)."""
-    document = json.loads(decompress(body))
-    found = []
+def _ref_slots(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, bytes]]:
+    """Each place of a packed document that names a ref: (parent, key, digest)."""
     for path in REF_PATHS:
         parent, key = _parent(document, path)
         value = None if parent is None else parent.get(key)
         if isinstance(value, str) and value.startswith(_REF):
-            found.append(bytes.fromhex(value[len(_REF) :]))
-    return found
+            yield parent, key, bytes.fromhex(value[len(_REF) :])
+
+
+def ref_digests(body: bytes) -> list[bytes]:
+    """The refs a packed body names (for exports that resolve them in bulk)."""
+    return [digest for _, _, digest in _ref_slots(json.loads(decompress(body)))]
 
 
 def unpack(
@@ -115,11 +117,8 @@ def unpack(
 ) -> dict[str, Any]:
     """The document :func:`pack` was given; ``resolve(digest)`` returns a compressed ref."""
     document = json.loads(decompress(body))
-    for path in REF_PATHS:
-        parent, key = _parent(document, path)
-        value = None if parent is None else parent.get(key)
-        if isinstance(value, str) and value.startswith(_REF):
-            parent[key] = json.loads(decompress(resolve(bytes.fromhex(value[len(_REF) :]))))
+    for parent, key, digest in list(_ref_slots(document)):
+        parent[key] = json.loads(decompress(resolve(digest)))
     outputs = document.get("o")
     if isinstance(outputs, dict):
         if outputs.get("decision_id") == _ID:
