@@ -6,10 +6,17 @@ portfolio, a bar's features, the specialists' answers) is stored once by digest,
 compressed. One writer thread per process commits whatever is queued in one transaction
 (group commit: one fsync, one round trip per group, not per request).
 
-A decision made on the service's portfolio is *checked*: the writer runs its risk check
-(``build``) inside the transaction that holds the portfolio's lock, records the approved
-trade's reservation and the decision together and commits once; so the check, the exposure
-it reserves and the logged answer are one atomic step for every replica.
+The write transaction serializes every worker and replica (the portfolio's lock, SQLite's
+one writer), so the writer keeps it short: a decision made on a request's portfolio is
+packed before the transaction begins, the statements are batched per group, and a ref
+(``codec``) is compressed only when it is new.
+
+A decision made on the service's portfolio is *checked*: its risk check (``build``) is made
+on the book inside the transaction that holds the portfolio's lock, the approved trade's
+reservation and the decision are recorded together and committed once; so the check, the
+exposure it reserves and the logged answer are one atomic step for every replica. The writer
+makes each check ahead of the transaction on the book it last committed and, under the lock,
+keeps it only if the locked book is that same book; else it checks again.
 """
 
 from __future__ import annotations
@@ -100,6 +107,74 @@ class Checked(Generic[T]):
     result: T
 
 
+@dataclass(frozen=True)
+class Packed:
+    """A decision as stored: its ``decisions`` row and the refs it uses (uncompressed)."""
+
+    row: dict[str, Any]
+    refs: dict[bytes, bytes]
+
+    @classmethod
+    def of(cls, entry: Entry) -> Packed:
+        document = {"i": entry.inputs, "o": entry.outputs, "m": entry.models, "a": entry.as_of}
+        body, refs = codec.pack(document, entry.decision_id, entry.inputs_digest)
+        row = {
+            "decision_id": entry.decision_id,
+            "created_us": to_us(entry.created_at),
+            "symbol": entry.symbol,
+            "action": entry.action,
+            "approved": entry.approved,
+            "inputs_digest": bytes.fromhex(entry.inputs_digest),
+            "body": body,
+        }
+        return cls(row, refs)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """A checked item decided on ``book``: its result, its row, the book after it."""
+
+    book: Portfolio
+    checked: Checked[Any]
+    row: Packed
+    after: Portfolio
+
+
+def _decide(build: Callable[[Portfolio], Checked[Any]], book: Portfolio) -> _Decided:
+    """``build`` on ``book``, packed, and the book with its trade reserved (raises the
+    request's own error)."""
+    checked = build(book)
+    row = Packed.of(checked.entry)
+    trade = checked.reservation
+    after = (
+        book
+        if trade is None
+        else book.after_fill(trade.symbol, trade.quantity, trade.price, trade.sector)
+    )
+    return _Decided(book, checked, row, after)
+
+
+def _guess(live: list[_Item]) -> dict[int, _Decided]:
+    """The checked items decided ahead of the transaction, in order, on their portfolio's
+    book as this process last committed it (``PortfolioStore.last_book``). Under the lock a
+    guess is used only if its book is the locked book; else the item is decided again."""
+    books: dict[int, Portfolio] = {}
+    guesses = {}
+    for index, item in enumerate(live):
+        store, build = item.store, item.build
+        if store is None or build is None:
+            continue
+        book = books.get(id(store), store.last_book)
+        if book is None:
+            continue
+        try:
+            guesses[index] = _decide(build, book)
+        except Exception:  # decided again under the lock, where its error is the answer
+            continue
+        books[id(store)] = guesses[index].after
+    return guesses
+
+
 @dataclass
 class _Item:
     future: concurrent.futures.Future[Any]
@@ -135,7 +210,9 @@ class DecisionLog:
     ) -> T:
         """Run ``build`` on the locked book of ``store`` (its portfolio plus open
         reservations), record its reservation and entry in the same transaction, and return
-        its result once committed. ``build`` runs on the writer thread: keep it CPU-only."""
+        its result once committed. ``build`` runs on the writer thread, maybe twice (ahead
+        of the lock on the book last seen, then on the locked book if that differs): keep it
+        CPU-only and a function of the book."""
         item = _Item(concurrent.futures.Future(), store=store, build=build)
         return await asyncio.wrap_future(self._put(item))
 
@@ -172,17 +249,29 @@ class DecisionLog:
         if not live:
             return
         outcomes: dict[int, Any] = {}
+        # as much as can be done before the transaction is: it holds the lock every writer
+        # waits for
+        packed: dict[int, Packed] = {}
+        for index, item in enumerate(live):
+            if item.entry is not None:
+                try:
+                    packed[index] = Packed.of(item.entry)
+                except Exception as error:  # this request's error, not the group's
+                    outcomes[index] = error
+        guesses = _guess(live)
         try:
             with self.db.write() as connection:
                 now = now_us()
-                entries = self._run_checks(connection, live, outcomes, now)
-                touched = self._insert(connection, entries, now)
+                rows, books = self._run_checks(connection, live, packed, guesses, outcomes, now)
+                touched = self._insert(connection, rows, now)
         except Exception as failure:  # database down, disk full, constraint ...
             logger.error("decision log write failed: %s", failure)
             error = DecisionLogError(f"the decision log is not writable: {failure}")
             for item in live:
                 item.future.set_exception(error)
             return
+        for store, book in books:
+            store.last_book = book
         for digest in touched:  # only once committed: a cached ref is a stored ref
             self._touched[digest] = now
             self._touched.move_to_end(digest)
@@ -196,19 +285,31 @@ class DecisionLog:
                 item.future.set_result(outcome)
 
     def _run_checks(
-        self, connection: Connection, live: list[_Item], outcomes: dict[int, Any], now: int
-    ) -> list[Entry]:
-        """The entries to insert; checked items decide on their portfolio's locked book,
-        each seeing the reservations of the ones before it."""
+        self,
+        connection: Connection,
+        live: list[_Item],
+        packed: dict[int, Packed],
+        guesses: dict[int, _Decided],
+        outcomes: dict[int, Any],
+        now: int,
+    ) -> tuple[list[Packed], list[tuple[PortfolioStore, Portfolio]]]:
+        """The decisions to insert and each portfolio's book after them. Checked items
+        decide on their portfolio's locked book, each seeing the reservations of the ones
+        before it (recorded in one statement per portfolio); a guess made on that very book
+        is taken as it is."""
         books: dict[int, Portfolio | BaseException] = {}  # per store: the book, or why not
-        entries = []
+        stores: dict[int, PortfolioStore] = {}
+        reserved: dict[int, list[tuple[str, Reservation]]] = {}
+        rows = []
         for index, item in enumerate(live):
             if item.entry is not None:
-                entries.append(item.entry)
+                if index in packed:
+                    rows.append(packed[index])
                 continue
             store, build = item.store, item.build
             assert store is not None and build is not None
             if id(store) not in books:
+                stores[id(store)] = store
                 try:  # a book past the bounds fails this store's requests, not the group
                     books[id(store)] = with_reservations(*store.lock(connection, now))
                 except PortfolioBoundsError as error:
@@ -217,45 +318,33 @@ class DecisionLog:
             if isinstance(book, BaseException):
                 outcomes[index] = book
                 continue
+            guess = guesses.get(index)
             try:
-                checked = build(book)
+                decided = (
+                    guess if guess is not None and guess.book == book else _decide(build, book)
+                )
             except Exception as error:  # this request's error (4xx/5xx), not the group's
                 outcomes[index] = error
                 continue
-            trade = checked.reservation
+            books[id(store)] = decided.after
+            trade = decided.checked.reservation
             if trade is not None:
-                try:
-                    books[id(store)] = book.after_fill(
-                        trade.symbol, trade.quantity, trade.price, trade.sector
-                    )
-                except PortfolioBoundsError as error:
-                    outcomes[index] = error
-                    continue
-                store.reserve(connection, checked.entry.decision_id, trade, now)
-            entries.append(checked.entry)
-            outcomes[index] = checked.result
-        return entries
+                reserved.setdefault(id(store), []).append(
+                    (decided.checked.entry.decision_id, trade)
+                )
+            rows.append(decided.row)
+            outcomes[index] = decided.checked.result
+        for key, trades in reserved.items():
+            stores[key].reserve(connection, trades, now)
+        after = [(stores[key], book) for key, book in books.items() if isinstance(book, Portfolio)]
+        return rows, after
 
-    def _insert(self, connection: Connection, entries: list[Entry], now: int) -> list[bytes]:
-        """Insert ``entries`` and the refs they use; the refs whose last use was refreshed."""
-        if not entries:
+    def _insert(self, connection: Connection, packed: list[Packed], now: int) -> list[bytes]:
+        """Insert ``packed`` decisions and the refs they use; the refs whose last use was
+        refreshed."""
+        if not packed:
             return []
-        rows, refs = [], {}
-        for entry in entries:
-            document = {"i": entry.inputs, "o": entry.outputs, "m": entry.models, "a": entry.as_of}
-            body, used = codec.pack(document, entry.decision_id, entry.inputs_digest)
-            refs.update(used)
-            rows.append(
-                {
-                    "decision_id": entry.decision_id,
-                    "created_us": to_us(entry.created_at),
-                    "symbol": entry.symbol,
-                    "action": entry.action,
-                    "approved": entry.approved,
-                    "inputs_digest": bytes.fromhex(entry.inputs_digest),
-                    "body": body,
-                }
-            )
+        refs = {digest: data for one in packed for digest, data in one.refs.items()}
         stale = sorted(d for d in refs if now - self._touched.get(d, -REF_TOUCH_US) >= REF_TOUCH_US)
         if stale:  # sorted: concurrent writers lock ref rows in one order (no deadlock)
             upsert = dialect_insert(connection)(decision_refs)
@@ -263,9 +352,12 @@ class DecisionLog:
                 upsert.on_conflict_do_update(
                     index_elements=["digest"], set_={"last_used_us": upsert.excluded.last_used_us}
                 ),
-                [{"digest": d, "body": refs[d], "last_used_us": now} for d in stale],
+                [
+                    {"digest": d, "body": codec.compress(refs[d]), "last_used_us": now}
+                    for d in stale
+                ],
             )
-        connection.execute(insert(decisions), rows)
+        connection.execute(insert(decisions), [one.row for one in packed])
         return stale
 
     # ------------------------------------------------------------------ reading

@@ -16,6 +16,7 @@ BentoML adds ``/readyz``, ``/livez`` and ``/metrics``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ from registry.families import REGIME_DETECTOR_NAME, Family
 from training_hooks.regime.runtime import RegimeRuntime
 
 SERVICE_NAME = "RegimeBlend"
+GIL_SWITCH_INTERVAL_S = 0.0005
 logger = logging.getLogger("tradeserve.regime_blend")
 
 
@@ -60,6 +62,10 @@ class RegimeBlend(ModelService):
     specialists = bentoml.depends(Specialists, url=get_blend_settings().specialists_url)
 
     def __init__(self) -> None:
+        # The decision log's writer thread holds the write lock that every worker and replica
+        # waits for, and needs this process's GIL back after each statement: at Python's
+        # default 5 ms switch interval a busy event loop keeps it, and so every writer, waiting.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         settings = get_blend_settings()
         self.regime: ModelSet[RegimeRuntime] = ModelSet(
             Family.REGIME, [REGIME_DETECTOR_NAME], device="cpu"

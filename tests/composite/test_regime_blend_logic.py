@@ -500,6 +500,44 @@ def test_two_processes_on_one_sqlite_file_never_approve_past_the_limit(tmp_path:
         db.close()
 
 
+def test_a_check_made_ahead_on_a_stale_book_is_made_again_under_the_lock(
+    tmp_path: Path,
+) -> None:
+    """The writer checks ahead of the lock on the book it last committed; when another
+    replica has reserved since, the locked book differs and the check is made again on it."""
+    db = state_db(tmp_path)
+    mine, other = PortfolioStore(db, 1e6), PortfolioStore(db, 1e6)
+    log, other_log = DecisionLog(db), DecisionLog(db)
+    seen: list[int] = []  # SPX shares on each book a check was made on
+
+    def watched(book: Portfolio, i: int) -> Checked[bool]:
+        held = book.positions.get("SPX")
+        seen.append(held.quantity if held else 0)
+        return checked_buy(book, i)
+
+    def buy(on: DecisionLog, store: PortfolioStore, i: int) -> bool:
+        async def one() -> bool:
+            return await on.append_checked(store, lambda book: watched(book, i))
+
+        return asyncio.run(one())
+
+    try:
+        assert buy(log, mine, 0)  # no book seen yet: checked under the lock only
+        assert seen == [0]
+        assert all(buy(other_log, other, i) for i in range(1, 5))  # the other replica: 5 lots
+        seen.clear()
+        assert not buy(log, mine, 5)  # ahead on 1 lot (approve), under the lock on 5 (reject)
+        assert seen == [100, 500]
+        seen.clear()
+        assert not buy(log, mine, 6)  # the book it last committed is the book: checked once
+        assert seen == [500]
+        assert sum(r.quantity for r in mine.book()[1]) == 500
+    finally:
+        log.close()
+        other_log.close()
+        db.close()
+
+
 def test_a_build_error_fails_only_its_own_request(tmp_path: Path) -> None:
     db = state_db(tmp_path)
     store, log = PortfolioStore(db, 1e6), DecisionLog(db)

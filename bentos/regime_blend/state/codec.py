@@ -77,7 +77,8 @@ def ref_digest(data: bytes) -> bytes:
 def pack(
     document: dict[str, Any], decision_id: str, inputs_digest: str
 ) -> tuple[bytes, dict[bytes, bytes]]:
-    """The decision's own body and the refs it uses (digest -> compressed canonical JSON)."""
+    """The decision's own body and the refs it uses (digest -> canonical JSON, not yet
+    compressed: most refs are stored already, and only a new one is worth compressing)."""
     document = _copy_paths(document)
     refs: dict[bytes, bytes] = {}
     for path in REF_PATHS:
@@ -95,7 +96,7 @@ def pack(
         metadata = outputs.get("metadata")
         if isinstance(metadata, dict) and metadata.get("inputs_digest") == inputs_digest:
             metadata["inputs_digest"] = _DIGEST
-    return compress(canonical(document)), {d: compress(data) for d, data in refs.items()}
+    return compress(canonical(document)), refs
 
 
 def _ref_slots(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, bytes]]:

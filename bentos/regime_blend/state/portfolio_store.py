@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Row, and_, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bentos.regime_blend.portfolio import Fill, Portfolio
@@ -28,6 +29,7 @@ from bentos.regime_blend.state.tables import fills, portfolios, reservations
 from registry.errors import TradeserveError
 
 DEFAULT_PORTFOLIO = "default"
+SWEEP_US = 1_000_000
 
 
 class PortfolioStateError(TradeserveError):
@@ -65,6 +67,10 @@ class PortfolioStore:
         self.initial_capital = initial_capital
         self.portfolio_id = portfolio_id
         self.reservation_ttl_us = int(reservation_ttl_s * 1e6)
+        self._next_sweep_us = 0
+        # the book as this process's decision log last committed it: the guess its writer
+        # decides the next checks on before it takes the lock (see ``decision_log``)
+        self.last_book: Portfolio | None = None
 
     def initial(self) -> Portfolio:
         return Portfolio(cash=self.initial_capital, day_start_equity=self.initial_capital)
@@ -73,27 +79,35 @@ class PortfolioStore:
 
     def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
         """Lock the portfolio for this transaction; its state and open reservations."""
-        state = self._lock_row(connection, now)
-        mine = reservations.c.portfolio_id == self.portfolio_id
-        connection.execute(delete(reservations).where(mine, reservations.c.expires_us <= now))
-        open_rows = connection.execute(
+        rows = self._lock_rows(connection, now)
+        self._sweep_expired(connection, now)
+        reserved = [Reservation(*row[1:]) for row in rows if row.symbol is not None]
+        return stored_portfolio(rows[0].state), reserved
+
+    def _lock_rows(self, connection: Connection, now: int) -> Sequence[Row[Any]]:
+        """Lock the portfolio's row (created at ``initial_capital`` if absent) and read it
+        with its open reservations in one statement: (raw state, symbol, quantity, price,
+        sector) per reservation, or one row of the state and NULLs. The state is unparsed, so
+        that a PUT can replace a state that no longer validates."""
+        open_ones = and_(
+            reservations.c.portfolio_id == portfolios.c.portfolio_id,
+            reservations.c.expires_us > now,
+        )
+        query = (
             select(
+                portfolios.c.state,
                 reservations.c.symbol,
                 reservations.c.quantity,
                 reservations.c.price,
                 reservations.c.sector,
             )
-            .where(mine)
+            .select_from(portfolios.outerjoin(reservations, open_ones))
+            .where(portfolios.c.portfolio_id == self.portfolio_id)
             .order_by(reservations.c.reservation_id)
-        ).all()
-        return stored_portfolio(state), [Reservation(*r) for r in open_rows]
-
-    def _lock_row(self, connection: Connection, now: int) -> str:
-        """Lock the portfolio's row (created at ``initial_capital`` if absent); its raw
-        state, unparsed, so that a PUT can replace a state that no longer validates."""
-        where = portfolios.c.portfolio_id == self.portfolio_id
-        row = connection.execute(select(portfolios.c.state).where(where).with_for_update()).first()
-        if row is None:
+            .with_for_update(of=portfolios)
+        )
+        rows = connection.execute(query).all()
+        if not rows:
             portfolio = self.initial()
             connection.execute(
                 dialect_insert(connection)(portfolios)
@@ -104,26 +118,40 @@ class PortfolioStore:
                     updated_us=now,
                 )
             )
-            row = connection.execute(
-                select(portfolios.c.state).where(where).with_for_update()
-            ).first()
-        assert row is not None
-        return row.state
+            rows = connection.execute(query).all()
+        return rows
+
+    def _sweep_expired(self, connection: Connection, now: int) -> None:
+        """Delete expired reservations, at most every :data:`SWEEP_US` per process (reads
+        skip them anyway: this only keeps the table small)."""
+        if now < self._next_sweep_us:
+            return
+        self._next_sweep_us = now + SWEEP_US
+        connection.execute(
+            delete(reservations).where(
+                reservations.c.portfolio_id == self.portfolio_id, reservations.c.expires_us <= now
+            )
+        )
 
     def reserve(
-        self, connection: Connection, decision_id: str, reservation: Reservation, now: int
+        self, connection: Connection, trades: list[tuple[str, Reservation]], now: int
     ) -> None:
+        """Record the reservations of approved decisions ``(decision_id, trade)``."""
         connection.execute(
-            insert(reservations).values(
-                portfolio_id=self.portfolio_id,
-                decision_id=decision_id,
-                symbol=reservation.symbol,
-                quantity=reservation.quantity,
-                price=reservation.price,
-                sector=reservation.sector,
-                created_us=now,
-                expires_us=now + self.reservation_ttl_us,
-            )
+            insert(reservations),
+            [
+                {
+                    "portfolio_id": self.portfolio_id,
+                    "decision_id": decision_id,
+                    "symbol": trade.symbol,
+                    "quantity": trade.quantity,
+                    "price": trade.price,
+                    "sector": trade.sector,
+                    "created_us": now,
+                    "expires_us": now + self.reservation_ttl_us,
+                }
+                for decision_id, trade in trades
+            ],
         )
 
     def _write_state(self, connection: Connection, portfolio: Portfolio, now: int) -> None:
@@ -155,11 +183,12 @@ class PortfolioStore:
         """Replace the portfolio; open reservations are void (a new book from the broker)."""
         with self._writing() as connection:
             now = now_us()
-            self._lock_row(connection, now)
+            self._lock_rows(connection, now)
             self._write_state(connection, portfolio, now)
             connection.execute(
                 delete(reservations).where(reservations.c.portfolio_id == self.portfolio_id)
             )
+        self.last_book = None
         return portfolio
 
     def apply(self, fill: Fill) -> Portfolio:
@@ -179,10 +208,11 @@ class PortfolioStore:
                     filled_us=now,
                 )
             )
-            self._settle(connection, fill)
+            self._settle(connection, fill, now)
+        self.last_book = None
         return updated
 
-    def _settle(self, connection: Connection, fill: Fill) -> None:
+    def _settle(self, connection: Connection, fill: Fill, now: int) -> None:
         """Shrink the oldest open reservations of the fill's symbol and side by its quantity."""
         side = reservations.c.quantity > 0 if fill.side == "BUY" else reservations.c.quantity < 0
         rows = connection.execute(
@@ -190,6 +220,7 @@ class PortfolioStore:
             .where(
                 reservations.c.portfolio_id == self.portfolio_id,
                 reservations.c.symbol == fill.symbol,
+                reservations.c.expires_us > now,
                 side,
             )
             .order_by(reservations.c.reservation_id)
