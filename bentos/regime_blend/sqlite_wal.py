@@ -1,14 +1,23 @@
-"""Durable SQLite connections shared by several worker processes (decision log, portfolio)."""
+"""Durable SQLite connections shared by several worker processes, checkpointed off the
+request path."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+logger = logging.getLogger("tradeserve.regime_blend")
+CHECKPOINT_INTERVAL_S = 1.0
 
-def connect_durable(path: Path, timeout: float, **options: object) -> sqlite3.Connection:
-    """A connection in WAL mode with ``synchronous=FULL`` (a commit returns once fsync'd).
+
+def connect_durable(
+    path: Path, timeout: float, *, autocheckpoint: bool = True, **options: object
+) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=FULL`` (a commit returns once fsync'd);
+    with ``autocheckpoint=False`` its commits leave checkpoints to a :class:`WalCheckpointer`.
 
     Switching a database to WAL needs an exclusive lock, and SQLite answers "database is
     locked" at once, without its busy handler, when another process holds one meanwhile (two
@@ -26,4 +35,39 @@ def connect_durable(path: Path, timeout: float, **options: object) -> sqlite3.Co
                 raise
             time.sleep(0.01)
     db.execute("PRAGMA synchronous=FULL")
+    if not autocheckpoint:
+        db.execute("PRAGMA wal_autocheckpoint=0")
     return db
+
+
+class WalCheckpointer:
+    """Checkpoints a WAL database from a background thread, so that no commit does.
+
+    By default SQLite checkpoints in the commit that takes the WAL past 1,000 pages: that
+    commit copies them into the database file and fsyncs it (tens of milliseconds) while
+    every writer queued behind its lock waits, the decision log's tail. Here a PASSIVE
+    checkpoint (it never waits for, nor blocks, readers and writers) runs every
+    ``interval_s``; each process may run one, a busy one is skipped.
+    """
+
+    def __init__(self, path: Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = connect_durable(self.path, timeout=30.0, autocheckpoint=False)
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as error:  # report; the next tick tries again
+                    logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
+        finally:
+            db.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import insert
 
 from bentos.regime_blend.blending import (
     NoSpecialistError,
@@ -37,7 +39,9 @@ from bentos.regime_blend.state.portfolio_store import (
     Reservation,
 )
 from bentos.regime_blend.state.retention import export_and_prune, log_size
+from bentos.regime_blend.state.tables import decision_refs
 from harness.bento import REPO_ROOT
+from harness.wait import wait_until
 
 ALL_ROLES = {"bull", "bear", "sideways", "universal"}
 ACTIONS = ("HOLD", "BUY", "SELL")
@@ -340,6 +344,26 @@ def test_a_stored_portfolio_that_breaks_the_bounds_is_a_503_until_replaced(
         assert refused.value.http_status == 503
     store.save(Portfolio(cash=5e5))
     assert store.load().cash == 5e5
+
+
+def test_commits_leave_the_wal_checkpoint_to_a_background_thread(tmp_path: Path) -> None:
+    """A commit that takes the WAL past SQLite's 1,000 pages does not copy them into the
+    database file itself (tens of ms under the write lock); the checkpointer thread does."""
+    db = state_db(tmp_path)
+    try:
+        with db.write() as connection:
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+            blobs = [
+                {"digest": os.urandom(16), "body": os.urandom(100_000), "last_used_us": 0}
+                for _ in range(60)
+            ]
+            connection.execute(insert(decision_refs), blobs)  # 6 MB, about 1,500 pages
+        database = tmp_path / "state.db"
+        wait_until(
+            lambda: database.stat().st_size > 6_000_000, timeout=30, what="a background checkpoint"
+        )
+    finally:
+        db.close()
 
 
 def record(i: int) -> DecisionRecord:

@@ -6,8 +6,10 @@ Writes are serialized where a risk check needs it: on PostgreSQL by row locks
 transaction holds the process's file lock on ``<db>.lock`` and then ``BEGIN IMMEDIATE``. The
 file lock is there for speed: a process that waits for SQLite's own write lock sleeps in its
 busy handler (1, 2, 5, 10 ms ...), one waiting on ``flock`` is woken by the kernel the moment
-the lock is free. The schema is migrated by Alembic at start-up under a lock (an advisory lock
-on PostgreSQL, the file lock on SQLite), so replicas starting together do not race.
+the lock is free. Commits never checkpoint the SQLite WAL: a background thread does
+(``sqlite_wal.WalCheckpointer``). The schema is migrated by Alembic at start-up under a
+lock (an advisory lock on PostgreSQL, the file lock on SQLite), so replicas starting
+together do not race.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
-from bentos.regime_blend.sqlite_wal import connect_durable
+from bentos.regime_blend.sqlite_wal import WalCheckpointer, connect_durable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_TIMEOUT_S = 30.0
@@ -95,13 +97,14 @@ class StateDatabase:
                 f"sqlite:///{path}",
                 poolclass=QueuePool,
                 creator=lambda: connect_durable(
-                    path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False
+                    path, timeout=SQLITE_TIMEOUT_S, autocheckpoint=False, check_same_thread=False
                 ),
                 pool_size=8,
                 max_overflow=16,
             )
             event.listen(self.engine, "begin", _sqlite_begin)
             self._write_lock: _ProcessFileLock | None = self._file_lock("write")
+            self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
         else:
             self.path = None
             # per process: the writer, the maintenance thread and reads; at most 8 connections
@@ -110,6 +113,7 @@ class StateDatabase:
                 self.url, pool_size=4, max_overflow=4, pool_pre_ping=True, pool_recycle=1800
             )
             self._write_lock = None
+            self._checkpointer = None
         if migrate:
             self.migrate()
 
@@ -174,6 +178,8 @@ class StateDatabase:
             connection.commit()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
         for lock in self._locks.values():
             lock.close()
