@@ -15,7 +15,10 @@ import httpx
 import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
+from bentos.regime_blend.state.db import normalize_url, ping_when_idle
 from harness.bento import BentoServer
 from harness.postgres import libpq_url, postgres_cluster
 from harness.wait import wait_until
@@ -232,3 +235,35 @@ def test_kill_9_of_a_replica_mid_burst_loses_no_answered_decision(
             if http.get(f"{b.url}/api/v1/decisions/{decision_id}").status_code != 200
         ]
     assert not missing, f"{len(missing)} answered decisions lost"
+
+
+@pytest.mark.parametrize("pinged", [True, False])
+def test_an_idle_pooled_connection_that_died_is_replaced_before_use(
+    database: str, pinged: bool
+) -> None:
+    """The state database pings a pooled connection only after it sat idle (not on every
+    transaction); one the server dropped meanwhile is replaced before anyone uses it.
+    Without the ping the next transaction fails: what the check is for."""
+    engine = create_engine(normalize_url(database), pool_size=1, max_overflow=0)
+    if pinged:
+        ping_when_idle(engine, idle_s=0.0)
+    try:
+        with engine.connect() as connection:
+            backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg2.connect(libpq_url(database)) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        wait_until(lambda: not backend_alive(database, backend), timeout=10, what="termination")
+        if pinged:
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+        else:
+            with pytest.raises(OperationalError), engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+    finally:
+        engine.dispose()
+
+
+def backend_alive(database: str, pid: int) -> bool:
+    with psycopg2.connect(libpq_url(database)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return cursor.fetchone()[0] > 0

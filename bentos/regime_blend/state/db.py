@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from bentos.regime_blend.sqlite_wal import WalCheckpointer, connect_durable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_TIMEOUT_S = 30.0
+IDLE_PING_S = 1.0
 
 
 def normalize_url(url: str) -> str:
@@ -109,9 +112,8 @@ class StateDatabase:
             self.path = None
             # per process: the writer, the maintenance thread and reads; at most 8 connections
             # per worker (replicas x workers x 8 must fit max_connections, or use PgBouncer)
-            self.engine = create_engine(
-                self.url, pool_size=4, max_overflow=4, pool_pre_ping=True, pool_recycle=1800
-            )
+            self.engine = create_engine(self.url, pool_size=4, max_overflow=4, pool_recycle=1800)
+            ping_when_idle(self.engine)
             self._write_lock = None
             self._checkpointer = None
         if migrate:
@@ -184,6 +186,32 @@ class StateDatabase:
         for lock in self._locks.values():
             lock.close()
         self._locks.clear()
+
+
+def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
+    """Check a pooled connection before use only when it has been idle for ``idle_s``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round trip in every
+    transaction, the decision log's included. A connection back in use within ``idle_s``
+    was working a moment ago; one that sat idle (the database restarted, a proxy dropped
+    it) is pinged, and a dead one is replaced by the pool before anyone uses it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < idle_s:
+            return
+        try:
+            with contextlib.closing(dbapi_connection.cursor()) as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as error:
+            raise DisconnectionError(f"an idle pooled connection is gone: {error}") from error
 
 
 def dialect_insert(connection: Connection) -> Any:
