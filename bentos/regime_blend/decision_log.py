@@ -16,7 +16,9 @@ on the book inside the transaction that holds the portfolio's lock, the approved
 reservation and the decision are recorded together and committed once; so the check, the
 exposure it reserves and the logged answer are one atomic step for every replica. The writer
 makes each check ahead of the transaction on the book it last committed and, under the lock,
-keeps it only if the locked book is that same book; else it checks again.
+keeps it only if the locked book is that same book; else it checks again. On PostgreSQL a
+group whose checks reserve nothing (HOLDs, rejections: most decisions once a book is at its
+limits) is decided on the committed book and logged without taking the lock at all.
 """
 
 from __future__ import annotations
@@ -175,6 +177,63 @@ def _guess(live: list[_Item]) -> dict[int, _Decided]:
     return guesses
 
 
+@dataclass(frozen=True)
+class _Checks:
+    """A group's checked items decided on their portfolios' books: each one's decision or
+    error, and each portfolio's book after them."""
+
+    results: dict[int, _Decided | BaseException]
+    books: list[tuple[PortfolioStore, Portfolio]]
+
+    @property
+    def reserves(self) -> bool:
+        return any(
+            isinstance(result, _Decided) and result.checked.reservation is not None
+            for result in self.results.values()
+        )
+
+
+def _check_all(
+    connection: Connection,
+    live: list[_Item],
+    guesses: dict[int, _Decided],
+    now: int,
+    *,
+    lock: bool,
+) -> _Checks:
+    """Decide the checked items of ``live`` in order on their portfolio's book (locked if
+    ``lock``), each seeing the reservations of the ones before it; a guess made on that very
+    book is taken as it is."""
+    books: dict[int, Portfolio | BaseException] = {}  # per store: the book, or why not
+    stores: dict[int, PortfolioStore] = {}
+    results: dict[int, _Decided | BaseException] = {}
+    for index, item in enumerate(live):
+        store, build = item.store, item.build
+        if store is None or build is None:
+            continue
+        if id(store) not in books:
+            stores[id(store)] = store
+            read = store.lock if lock else store.read
+            try:  # a book past the bounds fails this store's requests, not the group
+                books[id(store)] = with_reservations(*read(connection, now))
+            except PortfolioBoundsError as error:
+                books[id(store)] = error
+        book = books[id(store)]
+        if isinstance(book, BaseException):
+            results[index] = book
+            continue
+        guess = guesses.get(index)
+        try:
+            decided = guess if guess is not None and guess.book == book else _decide(build, book)
+        except Exception as error:  # this request's error (4xx/5xx), not the group's
+            results[index] = error
+            continue
+        books[id(store)] = decided.after
+        results[index] = decided
+    after = [(stores[key], book) for key, book in books.items() if isinstance(book, Portfolio)]
+    return _Checks(results, after)
+
+
 @dataclass
 class _Item:
     future: concurrent.futures.Future[Any]
@@ -293,51 +352,41 @@ class DecisionLog:
         outcomes: dict[int, Any],
         now: int,
     ) -> tuple[list[Packed], list[tuple[PortfolioStore, Portfolio]]]:
-        """The decisions to insert and each portfolio's book after them. Checked items
-        decide on their portfolio's locked book, each seeing the reservations of the ones
-        before it (recorded in one statement per portfolio); a guess made on that very book
-        is taken as it is."""
-        books: dict[int, Portfolio | BaseException] = {}  # per store: the book, or why not
-        stores: dict[int, PortfolioStore] = {}
-        reserved: dict[int, list[tuple[str, Reservation]]] = {}
+        """The decisions to insert and each portfolio's book after them, their reservations
+        recorded (one statement per portfolio).
+
+        On SQLite the transaction holds the write lock already. On PostgreSQL the checks are
+        first made on the book as committed, without the portfolio's lock: a group that
+        reserves nothing (HOLDs, rejections) commits without it, so replicas do not queue
+        behind each other for decisions that add no exposure. A group that reserves is
+        checked again under the lock, where each decision made on that same book is kept.
+        """
+        locked = not self.db.is_postgres
+        checks = _check_all(connection, live, guesses, now, lock=locked)
+        if not locked and checks.reserves:
+            made = {i: r for i, r in checks.results.items() if isinstance(r, _Decided)}
+            checks = _check_all(connection, live, made, now, lock=True)
         rows = []
+        reserved: dict[int, tuple[PortfolioStore, list[tuple[str, Reservation]]]] = {}
         for index, item in enumerate(live):
             if item.entry is not None:
                 if index in packed:
                     rows.append(packed[index])
                 continue
-            store, build = item.store, item.build
-            assert store is not None and build is not None
-            if id(store) not in books:
-                stores[id(store)] = store
-                try:  # a book past the bounds fails this store's requests, not the group
-                    books[id(store)] = with_reservations(*store.lock(connection, now))
-                except PortfolioBoundsError as error:
-                    books[id(store)] = error
-            book = books[id(store)]
-            if isinstance(book, BaseException):
-                outcomes[index] = book
+            result = checks.results[index]
+            if isinstance(result, BaseException):
+                outcomes[index] = result
                 continue
-            guess = guesses.get(index)
-            try:
-                decided = (
-                    guess if guess is not None and guess.book == book else _decide(build, book)
-                )
-            except Exception as error:  # this request's error (4xx/5xx), not the group's
-                outcomes[index] = error
-                continue
-            books[id(store)] = decided.after
-            trade = decided.checked.reservation
+            trade = result.checked.reservation
             if trade is not None:
-                reserved.setdefault(id(store), []).append(
-                    (decided.checked.entry.decision_id, trade)
-                )
-            rows.append(decided.row)
-            outcomes[index] = decided.checked.result
-        for key, trades in reserved.items():
-            stores[key].reserve(connection, trades, now)
-        after = [(stores[key], book) for key, book in books.items() if isinstance(book, Portfolio)]
-        return rows, after
+                assert item.store is not None
+                trades = reserved.setdefault(id(item.store), (item.store, []))[1]
+                trades.append((result.checked.entry.decision_id, trade))
+            rows.append(result.row)
+            outcomes[index] = result.checked.result
+        for store, trades in reserved.values():
+            store.reserve(connection, trades, now)
+        return rows, checks.books
 
     def _insert(self, connection: Connection, packed: list[Packed], now: int) -> list[bytes]:
         """Insert ``packed`` decisions and the refs they use; the refs whose last use was

@@ -5,6 +5,7 @@ killed mid-burst loses no decision it answered."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
-from bentos.regime_blend.state.db import normalize_url, ping_when_idle
+from bentos.regime_blend.decision_log import DecisionLog
+from bentos.regime_blend.portfolio import Portfolio
+from bentos.regime_blend.state.db import StateDatabase, normalize_url, ping_when_idle
+from bentos.regime_blend.state.portfolio_store import PortfolioStore
 from harness.bento import BentoServer
 from harness.postgres import libpq_url, postgres_cluster
 from harness.wait import wait_until
 from tests.composite.conftest import serve_root
+from tests.composite.test_regime_blend_logic import checked_buy, record
 from tests.composite.test_regime_blend_service import DATES, breaching_portfolio, fresh_portfolio
 
 LIMIT = 0.25  # RiskLimits.max_position_fraction
@@ -267,3 +272,40 @@ def backend_alive(database: str, pid: int) -> bool:
     with psycopg2.connect(libpq_url(database)) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
         return cursor.fetchone()[0] > 0
+
+
+def test_only_checks_that_reserve_wait_for_the_portfolio_lock(database: str) -> None:
+    """On PostgreSQL a check that adds no exposure (a rejection at the limit) is decided on
+    the committed book and logged while another transaction holds the portfolio's lock; one
+    that reserves waits for that lock and then decides on the book it finds."""
+    db = StateDatabase(database)
+    full, fresh = (PortfolioStore(db, 1e6, portfolio_id=name) for name in ("full", "fresh"))
+    log = DecisionLog(db)
+
+    def check(store: PortfolioStore, i: int) -> bool:
+        async def one() -> bool:
+            return await log.append_checked(store, lambda book: checked_buy(book, i))
+
+        return asyncio.run(one())
+
+    try:
+        assert all(check(full, i) for i in range(5))  # 5 lots of 100 x 500: the 25 % limit
+        check(fresh, 5)
+        fresh.save(Portfolio(cash=1e6))  # an empty book again, no reservations
+        with psycopg2.connect(libpq_url(database)) as holder, holder.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM portfolios FOR UPDATE")  # held until the block ends
+            rejected, approved = [], []
+            at_limit = threading.Thread(target=lambda: rejected.append(check(full, 6)))
+            at_limit.start()
+            at_limit.join(timeout=30)
+            assert rejected == [False]  # rejected and logged while the lock is held
+            waiting = threading.Thread(target=lambda: approved.append(check(fresh, 7)))
+            waiting.start()
+            waiting.join(timeout=1.0)
+            assert waiting.is_alive() and not approved  # an approval waits for the lock
+        waiting.join(timeout=30)
+        assert approved == [True]
+        assert log.get(record(6).decision_id) == record(6)
+    finally:
+        log.close()
+        db.close()

@@ -5,9 +5,11 @@ check sees the *book*: that portfolio plus the open reservations, the exposure o
 approved that no fill has settled yet. The check and its reservation are one transaction
 under the portfolio's lock (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on
 SQLite, see ``decision_log``), and fills take the same lock, so two replicas can never both
-approve trades that together break a limit. A fill settles the oldest open reservations of
-its symbol and side; a reservation nobody fills expires after ``reservation_ttl_s``;
-replacing the portfolio (the broker's book at the start of a day) voids them all.
+approve trades that together break a limit (a check that reserves nothing may read the
+committed book without the lock: it adds no exposure). A fill settles the oldest open
+reservations of its symbol and side; a reservation nobody fills expires after
+``reservation_ttl_s``; replacing the portfolio (the broker's book at the start of a day)
+voids them all.
 """
 
 from __future__ import annotations
@@ -79,13 +81,17 @@ class PortfolioStore:
 
     def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
         """Lock the portfolio for this transaction; its state and open reservations."""
-        rows = self._lock_rows(connection, now)
+        rows = self._rows(connection, now, lock=True)
         self._sweep_expired(connection, now)
-        reserved = [Reservation(*row[1:]) for row in rows if row.symbol is not None]
-        return stored_portfolio(rows[0].state), reserved
+        return _parsed(rows)
 
-    def _lock_rows(self, connection: Connection, now: int) -> Sequence[Row[Any]]:
-        """Lock the portfolio's row (created at ``initial_capital`` if absent) and read it
+    def read(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
+        """The state and open reservations as last committed, without locking (PostgreSQL:
+        a check that reserves nothing needs no lock; see ``decision_log``)."""
+        return _parsed(self._rows(connection, now, lock=False))
+
+    def _rows(self, connection: Connection, now: int, *, lock: bool) -> Sequence[Row[Any]]:
+        """The portfolio's row (created at ``initial_capital`` if absent; locked if ``lock``)
         with its open reservations in one statement: (raw state, symbol, quantity, price,
         sector) per reservation, or one row of the state and NULLs. The state is unparsed, so
         that a PUT can replace a state that no longer validates."""
@@ -104,8 +110,9 @@ class PortfolioStore:
             .select_from(portfolios.outerjoin(reservations, open_ones))
             .where(portfolios.c.portfolio_id == self.portfolio_id)
             .order_by(reservations.c.reservation_id)
-            .with_for_update(of=portfolios)
         )
+        if lock:
+            query = query.with_for_update(of=portfolios)
         rows = connection.execute(query).all()
         if not rows:
             portfolio = self.initial()
@@ -183,7 +190,7 @@ class PortfolioStore:
         """Replace the portfolio; open reservations are void (a new book from the broker)."""
         with self._writing() as connection:
             now = now_us()
-            self._lock_rows(connection, now)
+            self._rows(connection, now, lock=True)
             self._write_state(connection, portfolio, now)
             connection.execute(
                 delete(reservations).where(reservations.c.portfolio_id == self.portfolio_id)
@@ -274,6 +281,11 @@ def stored_portfolio(state: str) -> Portfolio:
             f"{error.errors()[0]['loc']}: {error.errors()[0]['msg']}); PUT /api/v1/portfolio "
             "a valid one"
         ) from error
+
+
+def _parsed(rows: Sequence[Row[Any]]) -> tuple[Portfolio, list[Reservation]]:
+    reserved = [Reservation(*row[1:]) for row in rows if row.symbol is not None]
+    return stored_portfolio(rows[0].state), reserved
 
 
 def with_reservations(portfolio: Portfolio, open_reservations: list[Reservation]) -> Portfolio:
