@@ -157,24 +157,11 @@ def _decide(build: Callable[[Portfolio], Checked[Any]], book: Portfolio) -> _Dec
 
 
 def _guess(live: list[_Item]) -> dict[int, _Decided]:
-    """The checked items decided ahead of the transaction, in order, on their portfolio's
-    book as this process last committed it (``PortfolioStore.last_book``). Under the lock a
-    guess is used only if its book is the locked book; else the item is decided again."""
-    books: dict[int, Portfolio] = {}
-    guesses = {}
-    for index, item in enumerate(live):
-        store, build = item.store, item.build
-        if store is None or build is None:
-            continue
-        book = books.get(id(store), store.last_book)
-        if book is None:
-            continue
-        try:
-            guesses[index] = _decide(build, book)
-        except Exception:  # decided again under the lock, where its error is the answer
-            continue
-        books[id(store)] = guesses[index].after
-    return guesses
+    """The checked items decided ahead of the transaction on their portfolio's book as this
+    process last committed it (``PortfolioStore.last_book``). In the transaction a guess is
+    used only if its book is the book read there; else the item is decided again."""
+    checks = _decide_in_order(live, {}, lambda store: store.last_book)
+    return {i: r for i, r in checks.results.items() if isinstance(r, _Decided)}
 
 
 @dataclass(frozen=True)
@@ -201,10 +188,28 @@ def _check_all(
     *,
     lock: bool,
 ) -> _Checks:
-    """Decide the checked items of ``live`` in order on their portfolio's book (locked if
-    ``lock``), each seeing the reservations of the ones before it; a guess made on that very
-    book is taken as it is."""
-    books: dict[int, Portfolio | BaseException] = {}  # per store: the book, or why not
+    """Decide the checked items of ``live`` on their portfolio's book in the database
+    (locked if ``lock``); a book past the bounds fails its store's requests, not the group."""
+
+    def book_of(store: PortfolioStore) -> Portfolio | BaseException:
+        read = store.lock if lock else store.read
+        try:
+            return with_reservations(*read(connection, now))
+        except PortfolioBoundsError as error:
+            return error
+
+    return _decide_in_order(live, guesses, book_of)
+
+
+def _decide_in_order(
+    live: list[_Item],
+    guesses: dict[int, _Decided],
+    book_of: Callable[[PortfolioStore], Portfolio | BaseException | None],
+) -> _Checks:
+    """Decide the checked items of ``live`` in order, each on its portfolio's book (from
+    ``book_of``, asked once per store; None: not decided) as the ones before it left it; a
+    guess made on that very book is taken as it is."""
+    books: dict[int, Portfolio | BaseException | None] = {}  # per store: the book, or why not
     stores: dict[int, PortfolioStore] = {}
     results: dict[int, _Decided | BaseException] = {}
     for index, item in enumerate(live):
@@ -213,12 +218,10 @@ def _check_all(
             continue
         if id(store) not in books:
             stores[id(store)] = store
-            read = store.lock if lock else store.read
-            try:  # a book past the bounds fails this store's requests, not the group
-                books[id(store)] = with_reservations(*read(connection, now))
-            except PortfolioBoundsError as error:
-                books[id(store)] = error
+            books[id(store)] = book_of(store)
         book = books[id(store)]
+        if book is None:
+            continue
         if isinstance(book, BaseException):
             results[index] = book
             continue
