@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from bentos.regime_blend.decision_log import DecisionLog
 from bentos.regime_blend.portfolio import Portfolio
 from bentos.regime_blend.state.db import StateDatabase, normalize_url, ping_when_idle
-from bentos.regime_blend.state.portfolio_store import PortfolioStore
+from bentos.regime_blend.state.portfolio_store import PortfolioStore, Reservation, now_us
 from harness.bento import BentoServer
 from harness.postgres import libpq_url, postgres_cluster
 from harness.wait import wait_until
@@ -309,3 +309,40 @@ def test_only_checks_that_reserve_wait_for_the_portfolio_lock(database: str) -> 
     finally:
         log.close()
         db.close()
+
+
+def test_a_check_that_waited_for_the_lock_sees_the_reservation_made_meanwhile(
+    database: str,
+) -> None:
+    """Replica A reserves under the portfolio's lock while B waits for that lock: once A
+    commits, B's book has A's reservation. (On PostgreSQL a statement that waited for a row
+    lock reads the other tables as they were when it began, so B must read the reservations
+    after the lock is granted, not in the statement that waits for it.)"""
+    a, b = StateDatabase(database), StateDatabase(database)
+    mine, theirs = (PortfolioStore(db, 1e6, portfolio_id="waited") for db in (a, b))
+    trade = Reservation("SPX", 100, 500.0, "index")
+    try:
+        mine.save(Portfolio(cash=1e6))
+        books = []
+        waiter = threading.Thread(target=lambda: books.append(theirs.book()))
+        with a.write() as connection:
+            now = now_us()
+            mine.lock(connection, now)
+            mine.reserve(connection, [("decision-a", trade)], now)
+            waiter.start()
+            wait_until(lambda: lock_waiters(database) == 1, timeout=30, what="B waiting")
+        waiter.join(timeout=30)
+        assert books and books[0][1] == [trade]
+    finally:
+        a.close()
+        b.close()
+
+
+def lock_waiters(database: str) -> int:
+    """How many backends of this database wait for a lock."""
+    with psycopg2.connect(libpq_url(database)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0]

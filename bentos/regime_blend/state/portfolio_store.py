@@ -91,10 +91,15 @@ class PortfolioStore:
         return _parsed(self._rows(connection, now, lock=False))
 
     def _rows(self, connection: Connection, now: int, *, lock: bool) -> Sequence[Row[Any]]:
-        """The portfolio's row (created at ``initial_capital`` if absent; locked if ``lock``)
-        with its open reservations in one statement: (raw state, symbol, quantity, price,
-        sector) per reservation, or one row of the state and NULLs. The state is unparsed, so
-        that a PUT can replace a state that no longer validates."""
+        """The portfolio's row (created at ``initial_capital`` if absent; locked first if
+        ``lock``) with its open reservations: (raw state, symbol, quantity, price, sector) per
+        reservation, or one row of the state and NULLs. The state is unparsed, so that a PUT
+        can replace a state that no longer validates.
+
+        The lock is its own statement: on PostgreSQL a statement that waited for a row lock
+        reads the other tables as they were when it began, so reading the reservations in it
+        would miss those another replica committed while this one waited."""
+        this = portfolios.c.portfolio_id == self.portfolio_id
         open_ones = and_(
             reservations.c.portfolio_id == portfolios.c.portfolio_id,
             reservations.c.expires_us > now,
@@ -108,25 +113,30 @@ class PortfolioStore:
                 reservations.c.sector,
             )
             .select_from(portfolios.outerjoin(reservations, open_ones))
-            .where(portfolios.c.portfolio_id == self.portfolio_id)
+            .where(this)
             .order_by(reservations.c.reservation_id)
         )
-        if lock:
-            query = query.with_for_update(of=portfolios)
+        locking = select(portfolios.c.portfolio_id).where(this).with_for_update()
+        if lock and connection.execute(locking).first() is None:
+            self._create(connection, now)
+            connection.execute(locking)
         rows = connection.execute(query).all()
-        if not rows:
-            portfolio = self.initial()
-            connection.execute(
-                dialect_insert(connection)(portfolios)
-                .on_conflict_do_nothing()
-                .values(
-                    portfolio_id=self.portfolio_id,
-                    state=portfolio.model_dump_json(),
-                    updated_us=now,
-                )
-            )
+        if not rows:  # read, not locked, before anyone saved the portfolio
+            self._create(connection, now)
             rows = connection.execute(query).all()
         return rows
+
+    def _create(self, connection: Connection, now: int) -> None:
+        """Save the initial portfolio unless one is saved already."""
+        connection.execute(
+            dialect_insert(connection)(portfolios)
+            .on_conflict_do_nothing()
+            .values(
+                portfolio_id=self.portfolio_id,
+                state=self.initial().model_dump_json(),
+                updated_us=now,
+            )
+        )
 
     def _sweep_expired(self, connection: Connection, now: int) -> None:
         """Delete expired reservations, at most every :data:`SWEEP_US` per process (reads
