@@ -96,9 +96,10 @@ class PortfolioStore:
         reservation, or one row of the state and NULLs. The state is unparsed, so that a PUT
         can replace a state that no longer validates.
 
-        The lock is its own statement: on PostgreSQL a statement that waited for a row lock
+        On PostgreSQL the lock is its own statement: a statement that waited for a row lock
         reads the other tables as they were when it began, so reading the reservations in it
-        would miss those another replica committed while this one waited."""
+        would miss those another replica committed while this one waited. On SQLite the write
+        transaction holds the database's one write lock from its start."""
         this = portfolios.c.portfolio_id == self.portfolio_id
         open_ones = and_(
             reservations.c.portfolio_id == portfolios.c.portfolio_id,
@@ -117,7 +118,7 @@ class PortfolioStore:
             .order_by(reservations.c.reservation_id)
         )
         locking = select(portfolios.c.portfolio_id).where(this).with_for_update()
-        if lock and connection.execute(locking).first() is None:
+        if lock and self.db.is_postgres and connection.execute(locking).first() is None:
             self._create(connection, now)
             connection.execute(locking)
         rows = connection.execute(query).all()
