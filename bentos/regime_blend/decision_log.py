@@ -8,8 +8,9 @@ compressed. One writer thread per process commits whatever is queued in one tran
 
 The write transaction serializes every worker and replica (the portfolio's lock, SQLite's
 one writer), so the writer keeps it short: a decision made on a request's portfolio is
-packed before the transaction begins, the statements are batched per group, and a ref
-(``codec``) is compressed only when it is new.
+packed before the transaction begins and so are the refs (``codec``) it writes (only new
+ones), the statements are built once and batched per group, and the book of the same rows
+is not built twice (``PortfolioStore.checked_book``).
 
 A decision made on the service's portfolio is *checked*: its risk check (``build``) is made
 on the book inside the transaction that holds the portfolio's lock, the approved trade's
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import queue
 import threading
@@ -42,12 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bentos.regime_blend.portfolio import Portfolio, PortfolioBoundsError
 from bentos.regime_blend.state import codec
 from bentos.regime_blend.state.db import StateDatabase, dialect_insert
-from bentos.regime_blend.state.portfolio_store import (
-    PortfolioStore,
-    Reservation,
-    now_us,
-    with_reservations,
-)
+from bentos.regime_blend.state.portfolio_store import PortfolioStore, Reservation, now_us
 from bentos.regime_blend.state.tables import decision_refs, decisions
 from registry.errors import TradeserveError
 
@@ -192,9 +189,8 @@ def _check_all(
     (locked if ``lock``); a book past the bounds fails its store's requests, not the group."""
 
     def book_of(store: PortfolioStore) -> Portfolio | BaseException:
-        read = store.lock if lock else store.read
         try:
-            return with_reservations(*read(connection, now))
+            return store.checked_book(connection, now, lock=lock)
         except PortfolioBoundsError as error:
             return error
 
@@ -321,11 +317,13 @@ class DecisionLog:
                 except Exception as error:  # this request's error, not the group's
                     outcomes[index] = error
         guesses = _guess(live)
+        ahead = [*packed.values(), *(guess.row for guess in guesses.values())]
+        compressed = self._compress_new_refs(ahead, now_us())
         try:
             with self.db.write() as connection:
                 now = now_us()
                 rows, books = self._run_checks(connection, live, packed, guesses, outcomes, now)
-                touched = self._insert(connection, rows, now)
+                touched = self._insert(connection, rows, now, compressed)
         except Exception as failure:  # database down, disk full, constraint ...
             logger.error("decision log write failed: %s", failure)
             error = DecisionLogError(f"the decision log is not writable: {failure}")
@@ -391,25 +389,41 @@ class DecisionLog:
             store.reserve(connection, trades, now)
         return rows, checks.books
 
-    def _insert(self, connection: Connection, packed: list[Packed], now: int) -> list[bytes]:
-        """Insert ``packed`` decisions and the refs they use; the refs whose last use was
-        refreshed."""
+    def _stale(self, digest: bytes, now: int) -> bool:
+        """Whether ref ``digest`` is to be written: new here, or its last use is old."""
+        return now - self._touched.get(digest, -REF_TOUCH_US) >= REF_TOUCH_US
+
+    def _compress_new_refs(self, packed: list[Packed], now: int) -> dict[bytes, bytes]:
+        """The refs of ``packed`` that are to be written, compressed ahead of the lock."""
+        return {
+            digest: codec.compress(data)
+            for one in packed
+            for digest, data in one.refs.items()
+            if self._stale(digest, now)
+        }
+
+    def _insert(
+        self, connection: Connection, packed: list[Packed], now: int, compressed: dict[bytes, bytes]
+    ) -> list[bytes]:
+        """Insert ``packed`` decisions and the refs they use (``compressed``: those already
+        compressed); the refs whose last use was refreshed."""
         if not packed:
             return []
         refs = {digest: data for one in packed for digest, data in one.refs.items()}
-        stale = sorted(d for d in refs if now - self._touched.get(d, -REF_TOUCH_US) >= REF_TOUCH_US)
+        stale = sorted(d for d in refs if self._stale(d, now))
         if stale:  # sorted: concurrent writers lock ref rows in one order (no deadlock)
-            upsert = dialect_insert(connection)(decision_refs)
             connection.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=["digest"], set_={"last_used_us": upsert.excluded.last_used_us}
-                ),
+                _touch_refs(connection.dialect.name),
                 [
-                    {"digest": d, "body": codec.compress(refs[d]), "last_used_us": now}
+                    {
+                        "digest": d,
+                        "body": compressed.get(d) or codec.compress(refs[d]),
+                        "last_used_us": now,
+                    }
                     for d in stale
                 ],
             )
-        connection.execute(insert(decisions), [one.row for one in packed])
+        connection.execute(_INSERT_DECISION, [one.row for one in packed])
         return stale
 
     # ------------------------------------------------------------------ reading
@@ -440,6 +454,18 @@ class DecisionLog:
         if self._writer.is_alive():
             self._queue.put(None)
             self._writer.join(timeout)
+
+
+_INSERT_DECISION = insert(decisions)
+
+
+@functools.cache
+def _touch_refs(dialect: str) -> Any:
+    """Insert refs, or refresh the last use of those stored already (built once per dialect)."""
+    upsert = dialect_insert(dialect)(decision_refs)
+    return upsert.on_conflict_do_update(
+        index_elements=["digest"], set_={"last_used_us": upsert.excluded.last_used_us}
+    )
 
 
 def unpack_row(connection: Connection, row: Any) -> DecisionRecord:

@@ -1,9 +1,10 @@
-"""Durable SQLite connections shared by several worker processes, checkpointed off the
-request path."""
+"""Durable SQLite connections shared by several worker processes, synced and checkpointed
+off the write lock."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -14,10 +15,18 @@ CHECKPOINT_INTERVAL_S = 1.0
 
 
 def connect_durable(
-    path: Path, timeout: float, *, autocheckpoint: bool = True, **options: object
+    path: Path,
+    timeout: float,
+    *,
+    autocheckpoint: bool = True,
+    sync_commits: bool = True,
+    **options: object,
 ) -> sqlite3.Connection:
-    """A connection in WAL mode with ``synchronous=FULL`` (a commit returns once fsync'd);
-    with ``autocheckpoint=False`` its commits leave checkpoints to a :class:`WalCheckpointer`.
+    """A connection in WAL mode. With ``sync_commits`` (``synchronous=FULL``) a commit returns
+    once fsync'd; without (``NORMAL``) it returns once written, and the caller makes it
+    durable with :func:`sync_wal` before it reports it (after the write lock, see
+    ``state.db``). With ``autocheckpoint=False`` commits leave checkpoints to a
+    :class:`WalCheckpointer`.
 
     Switching a database to WAL needs an exclusive lock, and SQLite answers "database is
     locked" at once, without its busy handler, when another process holds one meanwhile (two
@@ -34,10 +43,25 @@ def connect_durable(
                 db.close()
                 raise
             time.sleep(0.01)
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={'FULL' if sync_commits else 'NORMAL'}")
     if not autocheckpoint:
         db.execute("PRAGMA wal_autocheckpoint=0")
     return db
+
+
+def sync_wal(path: Path) -> None:
+    """fsync the WAL of the database at ``path``: every transaction committed to it so far,
+    by any connection or process, is then on disk (WAL frames are appended in commit order;
+    a checkpoint syncs them before it copies them and the database file after). No WAL file:
+    the last connection closed, checkpointed it into the database and synced that."""
+    try:
+        descriptor = os.open(f"{path}-wal", os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class WalCheckpointer:

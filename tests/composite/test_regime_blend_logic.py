@@ -366,6 +366,34 @@ def test_commits_leave_the_wal_checkpoint_to_a_background_thread(tmp_path: Path)
         db.close()
 
 
+def test_a_write_is_fsynced_once_its_locks_are_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite commit does not fsync under the write lock (every other writer would wait
+    for it); the writer fsyncs the WAL after releasing the lock, before write() returns."""
+    db = state_db(tmp_path)
+    synced: list[tuple[str, bool]] = []
+    fsync = os.fsync
+
+    def spy(descriptor: int) -> None:
+        assert db._write_lock is not None
+        with db._write_lock.held(blocking=False) as free:  # held meanwhile: not free
+            synced.append((os.readlink(f"/proc/self/fd/{descriptor}"), free))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    try:
+        with db.write() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            connection.execute(
+                insert(decision_refs), [{"digest": b"d" * 16, "body": b"x", "last_used_us": 0}]
+            )
+            assert not synced
+        assert synced == [(f"{tmp_path / 'state.db'}-wal", True)]
+    finally:
+        db.close()
+
+
 def record(i: int) -> DecisionRecord:
     return DecisionRecord(
         decision_id=str(uuid.UUID(int=i)),

@@ -6,10 +6,13 @@ Writes are serialized where a risk check needs it: on PostgreSQL by row locks
 transaction holds the process's file lock on ``<db>.lock`` and then ``BEGIN IMMEDIATE``. The
 file lock is there for speed: a process that waits for SQLite's own write lock sleeps in its
 busy handler (1, 2, 5, 10 ms ...), one waiting on ``flock`` is woken by the kernel the moment
-the lock is free. Commits never checkpoint the SQLite WAL: a background thread does
-(``sqlite_wal.WalCheckpointer``). The schema is migrated by Alembic at start-up under a
-lock (an advisory lock on PostgreSQL, the file lock on SQLite), so replicas starting
-together do not race.
+the lock is free. A commit writes the WAL without fsync, and the writer fsyncs it once it
+has released both locks, before it reports the commit (``sqlite_wal.sync_wal``): what is
+reported is on disk, no writer waits for another's fsync, and the fsyncs of writers that
+committed meanwhile overlap (group commit, as PostgreSQL's). Commits never checkpoint the
+WAL: a background thread does (``sqlite_wal.WalCheckpointer``). The schema is migrated by
+Alembic at start-up under a lock (an advisory lock on PostgreSQL, the file lock on SQLite),
+so replicas starting together do not race.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from bentos.regime_blend.sqlite_wal import WalCheckpointer, connect_durable
+from bentos.regime_blend.sqlite_wal import WalCheckpointer, connect_durable, sync_wal
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_TIMEOUT_S = 30.0
@@ -100,7 +103,11 @@ class StateDatabase:
                 f"sqlite:///{path}",
                 poolclass=QueuePool,
                 creator=lambda: connect_durable(
-                    path, timeout=SQLITE_TIMEOUT_S, autocheckpoint=False, check_same_thread=False
+                    path,
+                    timeout=SQLITE_TIMEOUT_S,
+                    autocheckpoint=False,
+                    sync_commits=False,  # write() syncs the WAL after the lock
+                    check_same_thread=False,
                 ),
                 pool_size=8,
                 max_overflow=16,
@@ -137,6 +144,8 @@ class StateDatabase:
             connection.execution_options(tradeserve_write=True)
             with connection.begin():
                 yield connection
+        if self.path is not None:
+            sync_wal(self.path)  # committed, the locks released: now durable
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -178,6 +187,8 @@ class StateDatabase:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()
+        if self.path is not None:
+            sync_wal(self.path)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -214,9 +225,10 @@ def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
             raise DisconnectionError(f"an idle pooled connection is gone: {error}") from error
 
 
-def dialect_insert(connection: Connection) -> Any:
-    """The ``insert`` of the connection's dialect (it has ``on_conflict_do_*``)."""
-    if connection.dialect.name == "postgresql":
+def dialect_insert(dialect: str) -> Any:
+    """The ``insert`` of ``dialect`` (a connection's ``dialect.name``): it has
+    ``on_conflict_do_*``."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, and_, delete, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bentos.regime_blend.portfolio import Fill, Portfolio
@@ -73,6 +73,26 @@ class PortfolioStore:
         # the book as this process's decision log last committed it: the guess its writer
         # decides the next checks on before it takes the lock (see ``decision_log``)
         self.last_book: Portfolio | None = None
+        # built once: a risk check runs them in every transaction
+        this = portfolios.c.portfolio_id == portfolio_id
+        open_ones = and_(
+            reservations.c.portfolio_id == portfolios.c.portfolio_id,
+            reservations.c.expires_us > bindparam("now"),
+        )
+        self._book_memo: tuple[list[tuple[Any, ...]], Portfolio] | None = None
+        self._book_query = (
+            select(
+                portfolios.c.state,
+                reservations.c.symbol,
+                reservations.c.quantity,
+                reservations.c.price,
+                reservations.c.sector,
+            )
+            .select_from(portfolios.outerjoin(reservations, open_ones))
+            .where(this)
+            .order_by(reservations.c.reservation_id)
+        )
+        self._lock_query = select(portfolios.c.portfolio_id).where(this).with_for_update()
 
     def initial(self) -> Portfolio:
         return Portfolio(cash=self.initial_capital, day_start_equity=self.initial_capital)
@@ -85,10 +105,24 @@ class PortfolioStore:
         self._sweep_expired(connection, now)
         return _parsed(rows)
 
-    def read(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
-        """The state and open reservations as last committed, without locking (PostgreSQL:
-        a check that reserves nothing needs no lock; see ``decision_log``)."""
-        return _parsed(self._rows(connection, now, lock=False))
+    def checked_book(self, connection: Connection, now: int, *, lock: bool) -> Portfolio:
+        """The book a risk check sees in this transaction: the portfolio plus its open
+        reservations, locked first if ``lock``, else as last committed (PostgreSQL: a check
+        that reserves nothing needs no lock; see ``decision_log``). Raises
+        ``PortfolioBoundsError`` when the reservations would leave the sane bounds.
+
+        Building the book validates the portfolio and applies every reservation, under the
+        lock that every writer waits for: the book of the same rows as last time is reused.
+        """
+        rows = [tuple(row) for row in self._rows(connection, now, lock=lock)]
+        if lock:
+            self._sweep_expired(connection, now)
+        memo = self._book_memo
+        if memo is not None and memo[0] == rows:
+            return memo[1]
+        book = with_reservations(*_parsed(rows))
+        self._book_memo = (rows, book)
+        return book
 
     def _rows(self, connection: Connection, now: int, *, lock: bool) -> Sequence[Row[Any]]:
         """The portfolio's row (created at ``initial_capital`` if absent; locked first if
@@ -100,37 +134,19 @@ class PortfolioStore:
         reads the other tables as they were when it began, so reading the reservations in it
         would miss those another replica committed while this one waited. On SQLite the write
         transaction holds the database's one write lock from its start."""
-        this = portfolios.c.portfolio_id == self.portfolio_id
-        open_ones = and_(
-            reservations.c.portfolio_id == portfolios.c.portfolio_id,
-            reservations.c.expires_us > now,
-        )
-        query = (
-            select(
-                portfolios.c.state,
-                reservations.c.symbol,
-                reservations.c.quantity,
-                reservations.c.price,
-                reservations.c.sector,
-            )
-            .select_from(portfolios.outerjoin(reservations, open_ones))
-            .where(this)
-            .order_by(reservations.c.reservation_id)
-        )
-        locking = select(portfolios.c.portfolio_id).where(this).with_for_update()
-        if lock and self.db.is_postgres and connection.execute(locking).first() is None:
+        if lock and self.db.is_postgres and connection.execute(self._lock_query).first() is None:
             self._create(connection, now)
-            connection.execute(locking)
-        rows = connection.execute(query).all()
+            connection.execute(self._lock_query)
+        rows = connection.execute(self._book_query, {"now": now}).all()
         if not rows:  # read, not locked, before anyone saved the portfolio
             self._create(connection, now)
-            rows = connection.execute(query).all()
+            rows = connection.execute(self._book_query, {"now": now}).all()
         return rows
 
     def _create(self, connection: Connection, now: int) -> None:
         """Save the initial portfolio unless one is saved already."""
         connection.execute(
-            dialect_insert(connection)(portfolios)
+            dialect_insert(connection.dialect.name)(portfolios)
             .on_conflict_do_nothing()
             .values(
                 portfolio_id=self.portfolio_id,
@@ -294,9 +310,10 @@ def stored_portfolio(state: str) -> Portfolio:
         ) from error
 
 
-def _parsed(rows: Sequence[Row[Any]]) -> tuple[Portfolio, list[Reservation]]:
-    reserved = [Reservation(*row[1:]) for row in rows if row.symbol is not None]
-    return stored_portfolio(rows[0].state), reserved
+def _parsed(rows: Sequence[Sequence[Any]]) -> tuple[Portfolio, list[Reservation]]:
+    """(state, symbol, quantity, price, sector) rows as the portfolio and its reservations."""
+    reserved = [Reservation(*row[1:]) for row in rows if row[1] is not None]
+    return stored_portfolio(rows[0][0]), reserved
 
 
 def with_reservations(portfolio: Portfolio, open_reservations: list[Reservation]) -> Portfolio:
