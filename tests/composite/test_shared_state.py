@@ -301,8 +301,8 @@ def test_only_checks_that_reserve_wait_for_the_portfolio_lock(database: str) -> 
             assert rejected == [False]  # rejected and logged while the lock is held
             waiting = threading.Thread(target=lambda: approved.append(check(fresh, 7)))
             waiting.start()
-            waiting.join(timeout=1.0)
-            assert waiting.is_alive() and not approved  # an approval waits for the lock
+            wait_until(lambda: lock_waiters(database, "fresh") == 1, timeout=30, what="a wait")
+            assert not approved  # an approval waits for the lock
         waiting.join(timeout=30)
         assert approved == [True]
         assert log.get(record(6).decision_id) == record(6)
@@ -330,7 +330,7 @@ def test_a_check_that_waited_for_the_lock_sees_the_reservation_made_meanwhile(
             mine.lock(connection, now)
             mine.reserve(connection, [("decision-a", trade)], now)
             waiter.start()
-            wait_until(lambda: lock_waiters(database) == 1, timeout=30, what="B waiting")
+            wait_until(lambda: lock_waiters(database, "waited") == 1, timeout=30, what="B waiting")
         waiter.join(timeout=30)
         assert books and books[0][1] == [trade]
     finally:
@@ -338,11 +338,13 @@ def test_a_check_that_waited_for_the_lock_sees_the_reservation_made_meanwhile(
         b.close()
 
 
-def lock_waiters(database: str) -> int:
-    """How many backends of this database wait for a lock."""
+def lock_waiters(database: str, portfolio_id: str) -> int:
+    """How many backends of this database wait for a lock in a statement about
+    ``portfolio_id`` (psycopg2 sends its parameters inline, so the text names it)."""
     with psycopg2.connect(libpq_url(database)) as connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND query LIKE %s",
+            (f"%'{portfolio_id}'%",),
         )
         return cursor.fetchone()[0]

@@ -101,9 +101,7 @@ class PortfolioStore:
 
     def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
         """Lock the portfolio for this transaction; its state and open reservations."""
-        rows = self._rows(connection, now, lock=True)
-        self._sweep_expired(connection, now)
-        return _parsed(rows)
+        return _parsed(self._locked_rows(connection, now))
 
     def checked_book(self, connection: Connection, now: int, *, lock: bool) -> Portfolio:
         """The book a risk check sees in this transaction: the portfolio plus its open
@@ -114,9 +112,8 @@ class PortfolioStore:
         Building the book validates the portfolio and applies every reservation, under the
         lock that every writer waits for: the book of the same rows as last time is reused.
         """
-        rows = [tuple(row) for row in self._rows(connection, now, lock=lock)]
-        if lock:
-            self._sweep_expired(connection, now)
+        read = self._locked_rows(connection, now) if lock else self._rows(connection, now)
+        rows = [tuple(row) for row in read]
         memo = self._book_memo
         if memo is not None and memo[0] == rows:
             return memo[1]
@@ -124,7 +121,13 @@ class PortfolioStore:
         self._book_memo = (rows, book)
         return book
 
-    def _rows(self, connection: Connection, now: int, *, lock: bool) -> Sequence[Row[Any]]:
+    def _locked_rows(self, connection: Connection, now: int) -> Sequence[Row[Any]]:
+        """:meth:`_rows`, locked, and the expired reservations swept now and then."""
+        rows = self._rows(connection, now, lock=True)
+        self._sweep_expired(connection, now)
+        return rows
+
+    def _rows(self, connection: Connection, now: int, *, lock: bool = False) -> Sequence[Row[Any]]:
         """The portfolio's row (created at ``initial_capital`` if absent; locked first if
         ``lock``) with its open reservations: (raw state, symbol, quantity, price, sector) per
         reservation, or one row of the state and NULLs. The state is unparsed, so that a PUT
