@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,6 +364,43 @@ def test_commits_leave_the_wal_checkpoint_to_a_background_thread(tmp_path: Path)
             lambda: database.stat().st_size > 6_000_000, timeout=30, what="a background checkpoint"
         )
     finally:
+        db.close()
+
+
+def test_the_wal_starts_over_while_writers_keep_committing(tmp_path: Path) -> None:
+    """A writer starts the WAL over only after a checkpoint copied all of it; writers that
+    never pause commit during every checkpoint, so the checkpointer copies the last frames
+    with them held off. Else the WAL grows for as long as the load lasts."""
+    db = state_db(tmp_path)
+    wal = Path(f"{tmp_path / 'state.db'}-wal")
+    stop = threading.Event()
+
+    def write_continuously() -> None:
+        while not stop.is_set():
+            with db.write() as connection:
+                connection.execute(
+                    insert(decision_refs),
+                    [{"digest": os.urandom(16), "body": os.urandom(3000), "last_used_us": 0}],
+                )
+
+    def restarts() -> int:  # the WAL header's checkpoint sequence number
+        with wal.open("rb") as header:
+            return int.from_bytes(header.read(16)[12:16], "big")
+
+    writers = [threading.Thread(target=write_continuously) for _ in range(2)]
+    try:
+        with db.write() as connection:  # the WAL exists from the first commit on
+            connection.execute(
+                insert(decision_refs), [{"digest": b"0" * 16, "body": b"", "last_used_us": 0}]
+            )
+        first = restarts()
+        for writer in writers:
+            writer.start()
+        wait_until(lambda: restarts() > first, timeout=30, what="the WAL to start over")
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
         db.close()
 
 

@@ -113,8 +113,11 @@ class StateDatabase:
                 max_overflow=16,
             )
             event.listen(self.engine, "begin", _sqlite_begin)
-            self._write_lock: _ProcessFileLock | None = self._file_lock("write")
-            self._checkpointer: WalCheckpointer | None = WalCheckpointer(path)
+            write_lock = self._file_lock("write")
+            self._write_lock: _ProcessFileLock | None = write_lock
+            self._checkpointer: WalCheckpointer | None = WalCheckpointer(
+                path, hold_writers=write_lock.held
+            )
         else:
             self.path = None
             # per process: the writer, the maintenance thread and reads; at most 8 connections
