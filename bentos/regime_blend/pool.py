@@ -113,9 +113,8 @@ class SpecialistPool:
             ):
                 return self._catalog
             try:
-                answer = await asyncio.wait_for(
-                    self._dependency.to_async.served_models(), self._timeout_s
-                )
+                async with asyncio.timeout(self._timeout_s):
+                    answer = await self._dependency.to_async.served_models()
             except Exception as error:
                 if self._catalog:
                     logger.warning("cannot re-list specialists (%s); keeping the last list", error)
@@ -172,9 +171,8 @@ class SpecialistPool:
             raise self._unavailable(error) from error
         for attempt in range(1, STALE_CONNECTION_RETRIES + 2):
             try:
-                results = await asyncio.wait_for(
-                    self._dependency.to_async.act_batch(tasks), self._timeout_s
-                )
+                async with asyncio.timeout(self._timeout_s):  # no task per call, as wait_for's
+                    results = await self._dependency.to_async.act_batch(tasks)
                 break
             except aiohttp.ClientConnectionError as error:
                 # typically a pooled keep-alive connection the server had just closed (its
