@@ -171,7 +171,7 @@ class SpecialistPool:
             raise self._unavailable(error) from error
         for attempt in range(1, STALE_CONNECTION_RETRIES + 2):
             try:
-                async with asyncio.timeout(self._timeout_s):  # no task per call, as wait_for's
+                async with asyncio.timeout(self._timeout_s):  # wait_for made a task per call
                     results = await self._dependency.to_async.act_batch(tasks)
                 break
             except aiohttp.ClientConnectionError as error:

@@ -87,14 +87,11 @@ class WalCheckpointer:
     def __init__(
         self,
         path: Path,
+        hold_writers: Callable[[], AbstractContextManager[object]],
         interval_s: float = CHECKPOINT_INTERVAL_S,
-        *,
-        hold_writers: Callable[[], AbstractContextManager[object]] | None = None,
-        restart_frames: int = RESTART_FRAMES,
     ) -> None:
         self.path = path
         self.interval_s = interval_s
-        self.restart_frames = restart_frames
         self._hold_writers = hold_writers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
@@ -105,16 +102,15 @@ class WalCheckpointer:
         try:
             while not self._stop.wait(self.interval_s):
                 try:
-                    self.checkpoint(db)
+                    self._checkpoint(db)
                 except sqlite3.Error as error:  # report; the next tick tries again
                     logger.warning("SQLite checkpoint of %s failed: %s", self.path, error)
         finally:
             db.close()
 
-    def checkpoint(self, db: sqlite3.Connection) -> None:
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
         """Copy the WAL into the database file; all of it if it is long (see the class)."""
-        _, frames, _ = _passive_checkpoint(db)
-        if frames >= self.restart_frames and self._hold_writers is not None:
+        if _passive_checkpoint(db) >= RESTART_FRAMES:
             with self._hold_writers():
                 _passive_checkpoint(db)
 
@@ -123,7 +119,7 @@ class WalCheckpointer:
         self._thread.join(timeout)
 
 
-def _passive_checkpoint(db: sqlite3.Connection) -> tuple[int, int, int]:
-    """``PRAGMA wal_checkpoint(PASSIVE)``: (busy, frames in the WAL, frames copied)."""
-    ((busy, frames, copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    return busy, frames, copied
+def _passive_checkpoint(db: sqlite3.Connection) -> int:
+    """``PRAGMA wal_checkpoint(PASSIVE)``; the number of frames in the WAL (-1: no WAL)."""
+    ((_busy, frames, _copied),) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    return int(frames)

@@ -115,9 +115,7 @@ class StateDatabase:
             event.listen(self.engine, "begin", _sqlite_begin)
             write_lock = self._file_lock("write")
             self._write_lock: _ProcessFileLock | None = write_lock
-            self._checkpointer: WalCheckpointer | None = WalCheckpointer(
-                path, hold_writers=write_lock.held
-            )
+            self._checkpointer: WalCheckpointer | None = WalCheckpointer(path, write_lock.held)
         else:
             self.path = None
             # per process: the writer, the maintenance thread and reads; at most 8 connections

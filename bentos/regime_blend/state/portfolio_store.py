@@ -141,7 +141,7 @@ class PortfolioStore:
             self._create(connection, now)
             connection.execute(self._lock_query)
         rows = connection.execute(self._book_query, {"now": now}).all()
-        if not rows:  # read, not locked, before anyone saved the portfolio
+        if not rows:  # nobody saved the portfolio yet
             self._create(connection, now)
             rows = connection.execute(self._book_query, {"now": now}).all()
         return rows
