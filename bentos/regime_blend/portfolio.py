@@ -5,6 +5,9 @@ The service keeps its own portfolio in the state database (``state.portfolio_sto
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import NamedTuple
+
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from bentos.regime_blend.bounds import (
@@ -80,18 +83,26 @@ class Portfolio(BaseModel):
     ) -> Portfolio:
         """The portfolio after buying (``quantity > 0``) or selling shares at ``price``;
         a fill that would take cash or the position past the bounds is refused (422)."""
-        held = self.positions.get(symbol)
-        new_quantity = (held.quantity if held else 0) + quantity
+        return self.after_trades([Trade(symbol, quantity, quantity * price, price, sector)])
+
+    def after_trades(self, trades: Iterable[Trade]) -> Portfolio:
+        """The portfolio after ``trades`` in order, validated once at the end (a book of many
+        reservations costs one validation, not one per trade); refused (422) past the bounds."""
         positions = {name: position.model_dump() for name, position in self.positions.items()}
-        if new_quantity == 0:
-            positions.pop(symbol, None)
-        else:
-            positions[symbol] = {
-                "quantity": new_quantity,
-                "price": price,
-                "sector": sector or (held.sector if held else None),
-            }
-        updated = self.model_dump() | {"cash": self.cash - quantity * price, "positions": positions}
+        cash = self.cash
+        for trade in trades:
+            held = positions.get(trade.symbol)
+            new_quantity = (held["quantity"] if held else 0) + trade.quantity
+            cash -= trade.cost
+            if new_quantity == 0:
+                positions.pop(trade.symbol, None)
+            else:
+                positions[trade.symbol] = {
+                    "quantity": new_quantity,
+                    "price": trade.price,
+                    "sector": trade.sector or (held["sector"] if held else None),
+                }
+        updated = self.model_dump() | {"cash": cash, "positions": positions}
         try:
             return Portfolio.model_validate(updated)
         except ValidationError as error:
@@ -102,6 +113,17 @@ class Portfolio(BaseModel):
             raise PortfolioBoundsError(
                 f"the fill would leave the portfolio with {broken}"
             ) from None
+
+
+class Trade(NamedTuple):
+    """Shares of ``symbol`` bought (``quantity > 0``) or sold for ``cost`` in cash (signed,
+    like the quantity), the position then marked at ``price``."""
+
+    symbol: str
+    quantity: int
+    cost: float
+    price: float
+    sector: str | None = None
 
 
 class PortfolioBoundsError(TradeserveError):

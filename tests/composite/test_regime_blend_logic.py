@@ -38,6 +38,7 @@ from bentos.regime_blend.state.portfolio_store import (
     PortfolioStateError,
     PortfolioStore,
     Reservation,
+    now_us,
 )
 from bentos.regime_blend.state.retention import export_and_prune, log_size
 from bentos.regime_blend.state.tables import decision_refs
@@ -328,6 +329,54 @@ def test_portfolio_state_survives_reopening(tmp_path: Path) -> None:
         assert raw.execute("SELECT count(*) FROM fills").fetchone()[0] == 2
         revision = raw.execute("SELECT version_num FROM regime_blend_alembic_version").fetchone()
         assert revision == ("0001",)
+
+
+def reserve_many(store: PortfolioStore) -> Portfolio:
+    """Reserve 600 trades on ``store`` (buys and sells of three symbols at moving prices,
+    most naming no sector, one symbol back to flat); the book that filling them one by one
+    would give."""
+    start = Portfolio(
+        cash=1e6, positions={"SPX": Position(quantity=40, price=2500.0, sector="index")}
+    )
+    store.save(start)
+    trades = []
+    for i in range(200):
+        trades.append(Reservation("SPX", (7, -3)[i % 2], 2500.0 + i, None))
+        trades.append(
+            Reservation(
+                "NASDAQ", 5 if i == 0 else (-2, 3)[i % 2], 6500.0 - i, "tech" if i == 0 else None
+            )
+        )
+        trades.append(Reservation("DJI", (10, -10)[i % 2], 30_000.0 + 5 * i, "index"))
+    with store.db.write() as connection:
+        store.reserve(connection, [(str(uuid.uuid4()), t) for t in trades], now_us())
+    expected = start
+    for t in trades:
+        expected = expected.after_fill(t.symbol, t.quantity, t.price, t.sector)
+    return expected
+
+
+def assert_book_fills_reservations(store: PortfolioStore) -> None:
+    """The book is the portfolio as if the open reservations were filled one by one (built
+    in one validation, however many are open)."""
+    expected = reserve_many(store)
+    portfolio, reserved = store.book()
+    assert portfolio.positions["SPX"].quantity == 40  # the state: what fills made it
+    assert len(reserved) == 600
+    with store.db.write() as connection:
+        book = store.checked_book(connection, now_us(), lock=True)
+    assert book.cash == pytest.approx(expected.cash, rel=1e-12)
+    assert book.positions == expected.positions
+    assert book.positions["SPX"] == Position(quantity=440, price=2699.0, sector="index")
+    assert "DJI" not in book.positions  # back to flat
+
+
+def test_the_book_is_the_portfolio_as_if_its_reservations_were_filled(tmp_path: Path) -> None:
+    db = state_db(tmp_path)
+    try:
+        assert_book_fills_reservations(PortfolioStore(db, 1e6))
+    finally:
+        db.close()
 
 
 def test_a_stored_portfolio_that_breaks_the_bounds_is_a_503_until_replaced(

@@ -20,14 +20,18 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from bentos.regime_blend.decision_log import DecisionLog
-from bentos.regime_blend.portfolio import Portfolio
+from bentos.regime_blend.portfolio import Portfolio, Trade
 from bentos.regime_blend.state.db import StateDatabase, normalize_url, ping_when_idle
 from bentos.regime_blend.state.portfolio_store import PortfolioStore, Reservation, now_us
 from harness.bento import BentoServer
 from harness.postgres import libpq_url, postgres_cluster
 from harness.wait import wait_until
 from tests.composite.conftest import serve_root
-from tests.composite.test_regime_blend_logic import checked_buy, record
+from tests.composite.test_regime_blend_logic import (
+    assert_book_fills_reservations,
+    checked_buy,
+    record,
+)
 from tests.composite.test_regime_blend_service import DATES, breaching_portfolio, fresh_portfolio
 
 LIMIT = 0.25  # RiskLimits.max_position_fraction
@@ -332,7 +336,7 @@ def test_a_check_that_waited_for_the_lock_sees_the_reservation_made_meanwhile(
             waiter.start()
             wait_until(lambda: lock_waiters(database, "waited") == 1, timeout=30, what="B waiting")
         waiter.join(timeout=30)
-        assert books and books[0][1] == [trade]
+        assert books and books[0][1] == [Trade("SPX", 100, 50_000.0, 500.0, "index")]
     finally:
         a.close()
         b.close()
@@ -348,3 +352,11 @@ def lock_waiters(database: str, portfolio_id: str) -> int:
             (f"%'{portfolio_id}'%",),
         )
         return cursor.fetchone()[0]
+
+
+def test_the_book_is_the_portfolio_as_if_its_reservations_were_filled(database: str) -> None:
+    db = StateDatabase(database)
+    try:
+        assert_book_fills_reservations(PortfolioStore(db, 1e6, portfolio_id="many"))
+    finally:
+        db.close()

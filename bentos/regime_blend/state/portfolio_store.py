@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from bentos.regime_blend.portfolio import Fill, Portfolio
+from bentos.regime_blend.portfolio import Fill, Portfolio, Trade
 from bentos.regime_blend.state.db import StateDatabase, dialect_insert
 from bentos.regime_blend.state.tables import fills, portfolios, reservations
 from registry.errors import TradeserveError
@@ -99,7 +99,7 @@ class PortfolioStore:
 
     # ------------------------------------------------------------------ in a transaction
 
-    def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Reservation]]:
+    def lock(self, connection: Connection, now: int) -> tuple[Portfolio, list[Trade]]:
         """Lock the portfolio for this transaction; its state and open reservations."""
         return _parsed(self._locked_rows(connection, now))
 
@@ -211,7 +211,7 @@ class PortfolioStore:
             raise PortfolioStateError(f"cannot read the portfolio state: {error}") from error
         return self.initial() if state is None else stored_portfolio(state)
 
-    def book(self) -> tuple[Portfolio, list[Reservation]]:
+    def book(self) -> tuple[Portfolio, list[Trade]]:
         """The state and the open reservations (what the next risk check sees)."""
         with self._writing() as connection:
             return self.lock(connection, now_us())
@@ -313,17 +313,18 @@ def stored_portfolio(state: str) -> Portfolio:
         ) from error
 
 
-def _parsed(rows: Sequence[Sequence[Any]]) -> tuple[Portfolio, list[Reservation]]:
+def _parsed(rows: Sequence[Sequence[Any]]) -> tuple[Portfolio, list[Trade]]:
     """(state, symbol, quantity, price, sector) rows as the portfolio and its reservations."""
-    reserved = [Reservation(*row[1:]) for row in rows if row[1] is not None]
+    reserved = [
+        Trade(symbol, quantity, quantity * price, price, sector)
+        for _, symbol, quantity, price, sector in rows
+        if symbol is not None
+    ]
     return stored_portfolio(rows[0][0]), reserved
 
 
-def with_reservations(portfolio: Portfolio, open_reservations: list[Reservation]) -> Portfolio:
-    """The book a risk check sees: ``portfolio`` as if every open reservation were filled
-    (``PortfolioBoundsError`` when that would leave the sane bounds)."""
-    for reservation in open_reservations:
-        portfolio = portfolio.after_fill(
-            reservation.symbol, reservation.quantity, reservation.price, reservation.sector
-        )
-    return portfolio
+def with_reservations(portfolio: Portfolio, open_reservations: list[Trade]) -> Portfolio:
+    """The book a risk check sees: ``portfolio`` as if every open reservation were filled in
+    order, validated once, not once per reservation (``PortfolioBoundsError`` when that would
+    leave the sane bounds)."""
+    return portfolio.after_trades(open_reservations)
