@@ -9,8 +9,9 @@ compressed. One writer thread per process commits whatever is queued in one tran
 The write transaction serializes every worker and replica (the portfolio's lock, SQLite's
 one writer), so the writer keeps it short: a decision made on a request's portfolio is
 packed before the transaction begins and so are the refs (``codec``) it writes (only new
-ones), the statements are built once and batched per group, and the book of the same rows
-is not built twice (``PortfolioStore.checked_book``).
+ones), the statements are built once and batched per group (on SQLite run on the driver:
+``state.statements``), and the book of the same rows is not built twice
+(``PortfolioStore.checked_book``).
 
 A decision made on the service's portfolio is *checked*: its risk check (``build``) is made
 on the book inside the transaction that holds the portfolio's lock, the approved trade's
@@ -45,6 +46,7 @@ from bentos.regime_blend.portfolio import Portfolio, PortfolioBoundsError
 from bentos.regime_blend.state import codec
 from bentos.regime_blend.state.db import StateDatabase, dialect_insert
 from bentos.regime_blend.state.portfolio_store import PortfolioStore, Reservation, now_us
+from bentos.regime_blend.state.statements import run
 from bentos.regime_blend.state.tables import decision_refs, decisions
 from registry.errors import TradeserveError
 
@@ -412,7 +414,8 @@ class DecisionLog:
         refs = {digest: data for one in packed for digest, data in one.refs.items()}
         stale = sorted(d for d in refs if self._stale(d, now))
         if stale:  # sorted: concurrent writers lock ref rows in one order (no deadlock)
-            connection.execute(
+            run(
+                connection,
                 _touch_refs(connection.dialect.name),
                 [
                     {
@@ -423,7 +426,7 @@ class DecisionLog:
                     for d in stale
                 ],
             )
-        connection.execute(_INSERT_DECISION, [one.row for one in packed])
+        run(connection, _INSERT_DECISION, [one.row for one in packed])
         return stale
 
     # ------------------------------------------------------------------ reading

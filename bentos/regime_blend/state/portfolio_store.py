@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bentos.regime_blend.portfolio import Fill, Portfolio, Trade
 from bentos.regime_blend.state.db import StateDatabase, dialect_insert
+from bentos.regime_blend.state.statements import run
 from bentos.regime_blend.state.tables import fills, portfolios, reservations
 from registry.errors import TradeserveError
 
 DEFAULT_PORTFOLIO = "default"
 SWEEP_US = 1_000_000
+_INSERT_RESERVATION = insert(reservations)
 
 
 class PortfolioStateError(TradeserveError):
@@ -121,13 +123,15 @@ class PortfolioStore:
         self._book_memo = (rows, book)
         return book
 
-    def _locked_rows(self, connection: Connection, now: int) -> Sequence[Row[Any]]:
+    def _locked_rows(self, connection: Connection, now: int) -> Sequence[Sequence[Any]]:
         """:meth:`_rows`, locked, and the expired reservations swept now and then."""
         rows = self._rows(connection, now, lock=True)
         self._sweep_expired(connection, now)
         return rows
 
-    def _rows(self, connection: Connection, now: int, *, lock: bool = False) -> Sequence[Row[Any]]:
+    def _rows(
+        self, connection: Connection, now: int, *, lock: bool = False
+    ) -> Sequence[Sequence[Any]]:
         """The portfolio's row (created at ``initial_capital`` if absent; locked first if
         ``lock``) with its open reservations: (raw state, symbol, quantity, price, sector) per
         reservation, or one row of the state and NULLs. The state is unparsed, so that a PUT
@@ -140,10 +144,10 @@ class PortfolioStore:
         if lock and self.db.is_postgres and connection.execute(self._lock_query).first() is None:
             self._create(connection, now)
             connection.execute(self._lock_query)
-        rows = connection.execute(self._book_query, {"now": now}).all()
+        rows = run(connection, self._book_query, {"now": now})
         if not rows:  # nobody saved the portfolio yet
             self._create(connection, now)
-            rows = connection.execute(self._book_query, {"now": now}).all()
+            rows = run(connection, self._book_query, {"now": now})
         return rows
 
     def _create(self, connection: Connection, now: int) -> None:
@@ -174,8 +178,9 @@ class PortfolioStore:
         self, connection: Connection, trades: list[tuple[str, Reservation]], now: int
     ) -> None:
         """Record the reservations of approved decisions ``(decision_id, trade)``."""
-        connection.execute(
-            insert(reservations),
+        run(
+            connection,
+            _INSERT_RESERVATION,
             [
                 {
                     "portfolio_id": self.portfolio_id,
