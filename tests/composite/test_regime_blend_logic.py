@@ -366,6 +366,8 @@ def assert_book_fills_reservations(store: PortfolioStore) -> None:
     with store.db.write() as connection:
         book = store.checked_book(connection, now_us(), lock=True)
     assert book.cash == pytest.approx(expected.cash, rel=1e-12)
+    spent = sum(t.quantity * t.price for t in reserved)  # independent of after_trades
+    assert book.cash == pytest.approx(1e6 - spent, rel=1e-12)
     assert book.positions == expected.positions
     assert book.positions["SPX"] == Position(quantity=440, price=2699.0, sector="index")
     assert "DJI" not in book.positions  # back to flat

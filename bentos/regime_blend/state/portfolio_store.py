@@ -119,7 +119,8 @@ class PortfolioStore:
         memo = self._book_memo
         if memo is not None and memo[0] == rows:
             return memo[1]
-        book = with_reservations(*_parsed(rows))
+        portfolio, reserved = _parsed(rows)
+        book = portfolio.after_trades(reserved)  # one validation, however many are open
         self._book_memo = (rows, book)
         return book
 
@@ -326,10 +327,3 @@ def _parsed(rows: Sequence[Sequence[Any]]) -> tuple[Portfolio, list[Trade]]:
         if symbol is not None
     ]
     return stored_portfolio(rows[0][0]), reserved
-
-
-def with_reservations(portfolio: Portfolio, open_reservations: list[Trade]) -> Portfolio:
-    """The book a risk check sees: ``portfolio`` as if every open reservation were filled in
-    order, validated once, not once per reservation (``PortfolioBoundsError`` when that would
-    leave the sane bounds)."""
-    return portfolio.after_trades(open_reservations)
