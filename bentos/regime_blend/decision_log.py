@@ -10,8 +10,8 @@ The write transaction serializes every worker and replica (the portfolio's lock,
 one writer), so the writer keeps it short: a decision made on a request's portfolio is
 packed before the transaction begins and so are the refs (``codec``) it writes (only new
 ones), the statements are built once and batched per group (on SQLite run on the driver:
-``state.statements``), and the book of the same rows is not built twice
-(``PortfolioStore.checked_book``).
+``state.statements``, on a connection the writer keeps), and the book of the same rows is
+not built twice (``PortfolioStore.checked_book``).
 
 A decision made on the service's portfolio is *checked*: its risk check (``build``) is made
 on the book inside the transaction that holds the portfolio's lock, the approved trade's
@@ -284,25 +284,45 @@ class DecisionLog:
         return item.future
 
     def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group, stop = [item], False
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
-            self._commit(group)
-            if stop:
-                return
+        kept = self._keep_connection()
+        try:
+            stop = False
+            while not stop:
+                group, stop = self._next_group()
+                if group:
+                    self._commit(group, kept)
+        finally:
+            if kept is not None:
+                kept.close()
 
-    def _commit(self, group: list[_Item]) -> None:
+    def _next_group(self) -> tuple[list[_Item], bool]:
+        """What is queued, up to ``MAX_GROUP`` items (waiting for the first), and whether
+        :meth:`close` asked the writer to stop after them."""
+        item = self._queue.get()
+        if item is None:
+            return [], True
+        group = [item]
+        while len(group) < MAX_GROUP:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return group, True
+            group.append(more)
+        return group, False
+
+    def _keep_connection(self) -> Connection | None:
+        """The writer's own connection where the database keeps one
+        (:meth:`StateDatabase.keep_write_connection`); else, or if it cannot be had now,
+        None: each group then takes one from the pool."""
+        try:
+            return self.db.keep_write_connection()
+        except SQLAlchemyError as error:
+            logger.error("the decision log writer takes connections from the pool: %s", error)
+            return None
+
+    def _commit(self, group: list[_Item], kept: Connection | None = None) -> None:
         """Write ``group`` in one transaction; never raises (the writer must survive)."""
         # a request cancelled meanwhile (timeout, disconnect) has cancelled its future
         live = [item for item in group if item.future.set_running_or_notify_cancel()]
@@ -322,7 +342,7 @@ class DecisionLog:
         ahead = [*packed.values(), *(guess.row for guess in guesses.values())]
         compressed = self._compress_new_refs(ahead, now_us())
         try:
-            with self.db.write() as connection:
+            with self.db.write(kept) as connection:
                 now = now_us()
                 rows, books = self._run_checks(connection, live, packed, guesses, outcomes, now)
                 touched = self._insert(connection, rows, now, compressed)

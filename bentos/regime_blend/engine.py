@@ -8,7 +8,6 @@ portfolio state, decision log) and turns a :class:`PredictRequest` into a logged
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from bentos.regime_blend.blending import UnknownOverrideError, plan_roles
@@ -160,7 +160,7 @@ class BlendEngine:
                 approved=None if risk is None else risk.approved,
                 inputs_digest=digest,
                 inputs=inputs,
-                outputs=json.loads(outputs_json),
+                outputs=orjson.loads(outputs_json),
                 models=inputs["models"],
             )
             trade = reservation_of(decision, snapshot.symbol, snapshot.price, request.sector)

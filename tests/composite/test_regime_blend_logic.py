@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -28,11 +29,19 @@ from bentos.regime_blend.blending import (
 )
 from bentos.regime_blend.compat import parse_override, seed_name
 from bentos.regime_blend.decision import DecisionPolicy, decide
-from bentos.regime_blend.decision_log import Checked, DecisionLog, DecisionRecord, Entry
+from bentos.regime_blend.decision_log import (
+    Checked,
+    DecisionLog,
+    DecisionLogError,
+    DecisionRecord,
+    Entry,
+)
 from bentos.regime_blend.portfolio import Fill, Portfolio, Position
+from bentos.regime_blend.render import canonical_json
 from bentos.regime_blend.risk import check_trade
 from bentos.regime_blend.settings import BlendSettings, RiskLimits
 from bentos.regime_blend.sizing import budget_quantity, seed_quantity
+from bentos.regime_blend.state import codec
 from bentos.regime_blend.state.db import StateDatabase
 from bentos.regime_blend.state.portfolio_store import (
     PortfolioStateError,
@@ -498,6 +507,40 @@ def record(i: int) -> DecisionRecord:
     )
 
 
+def test_a_packed_decision_unpacks_to_the_values_that_went_in() -> None:
+    """Stored as orjson writes it, restored exactly: the inputs' canonical JSON (what the
+    digest is taken over, the standard library's) is the same bytes again."""
+    models = [{"name": "regime-detector", "version": "3", "run_id": None}]
+    inputs = {
+        "symbol": "SPX",
+        "price": 2699.0,
+        "features": {
+            "tiny": 3.2e-05,
+            "smaller": 1e-07,
+            "huge": 1e16,
+            "gap": -0.0009890215875234727,
+        },
+        "regime": {"bull": 0.1, "bear": 0.2, "sideways": 0.7},
+        "portfolio": {"cash": 1e6, "positions": {"SPX": {"quantity": 10**12, "sector": "énergie"}}},
+        "policy": {"weights": [1, 2.5], "sectors": {"SPX": "index"}, "default_sector": None},
+        "models": models,
+        "risk_check": True,
+    }
+    digest = hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+    decision_id = str(uuid.uuid4())
+    outputs = {"decision_id": decision_id, "metadata": {"inputs_digest": digest, "models": models}}
+    document = {"i": inputs, "o": outputs, "m": models, "a": "2018-01-02T00:00:00"}
+
+    body, refs = codec.pack(document, decision_id, digest)
+    stored = {ref: codec.compress(data) for ref, data in refs.items()}
+    restored = codec.unpack(body, decision_id, digest, stored.__getitem__)
+
+    assert restored == document
+    assert hashlib.sha256(canonical_json(restored["i"]).encode()).hexdigest() == digest
+    assert len(refs) == 4  # features, policy, portfolio, and the models once for three places
+    assert decision_id.encode() not in codec.decompress(body)  # a column, not in the body
+
+
 def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:
     log = DecisionLog(state_db(tmp_path))
 
@@ -516,6 +559,22 @@ def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:
             assert raw.execute("SELECT count(*) FROM decision_refs").fetchone()[0] == 302
     finally:
         again.close()
+
+
+def test_a_group_that_fails_to_commit_leaves_the_writer_working(tmp_path: Path) -> None:
+    """A failed transaction (here a duplicate decision id) fails its own requests with the
+    log's 503 error; the writer's connection is rolled back and the next group commits."""
+    log = DecisionLog(state_db(tmp_path))
+    try:
+        asyncio.run(log.append(record(1)))
+        with pytest.raises(DecisionLogError, match="not writable"):
+            asyncio.run(log.append(record(1)))
+        asyncio.run(log.append(record(2)))
+        assert log.get(record(2).decision_id) == record(2)
+        assert log_size(log.db)[0] == 2
+    finally:
+        log.close()
+        log.db.close()
 
 
 def test_acknowledged_decisions_survive_a_killed_process(tmp_path: Path) -> None:

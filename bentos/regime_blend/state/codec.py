@@ -3,20 +3,26 @@
 A decision is the document ``{"i": inputs, "o": outputs, "m": models, ...}``. Parts that
 many decisions share (the model versions, the policy, the portfolio, a bar's features, the
 specialists' answers on a bar) are cut out at :data:`REF_PATHS`, stored once as *refs* under
-the first 16 bytes of the sha256 of their canonical JSON, and replaced by ``"$ref:<hex>"``;
+the first 16 bytes of the sha256 of their JSON (:func:`dump`), and replaced by ``"$ref:<hex>"``;
 the decision id and inputs digest, which are columns, are replaced by markers. What is left
 is compressed with a preset dictionary of the keys every decision repeats (format byte
 :data:`FORMAT` first, so a later dictionary can be added beside this one). Unpacking restores
 exactly the JSON values that went in, so the inputs still hash to the inputs digest.
+
+The JSON here is orjson's (sorted keys, so equal parts get equal digests): storage, not the
+canonical form the inputs digest is taken over (``render.canonical_json``), and about fifteen
+times faster to write than the standard library's, on the writer thread that every decision
+waits for.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import orjson
 
 FORMAT = 1
 REF_PATHS: tuple[tuple[str, ...], ...] = (
@@ -53,9 +59,13 @@ _ZDICT = (
 )
 
 
-def canonical(value: Any) -> bytes:
-    """Deterministic JSON (sorted keys, no spaces), as the inputs digest is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+_DUMP_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def dump(value: Any) -> bytes:
+    """``value`` as JSON with sorted keys: equal values, equal bytes (and so equal digests).
+    What is not JSON is written as its ``str``, as ``render.canonical_json`` writes it."""
+    return orjson.dumps(value, default=str, option=_DUMP_OPTIONS)
 
 
 def compress(data: bytes) -> bytes:
@@ -77,7 +87,7 @@ def ref_digest(data: bytes) -> bytes:
 def pack(
     document: dict[str, Any], decision_id: str, inputs_digest: str
 ) -> tuple[bytes, dict[bytes, bytes]]:
-    """The decision's own body and the refs it uses (digest -> canonical JSON, not yet
+    """The decision's own body and the refs it uses (digest -> JSON, not yet
     compressed: most refs are stored already, and only a new one is worth compressing)."""
     document = _copy_paths(document)
     refs: dict[bytes, bytes] = {}
@@ -85,7 +95,7 @@ def pack(
         parent, key = _parent(document, path)
         if parent is None or not isinstance(parent.get(key), dict | list) or not parent[key]:
             continue
-        data = canonical(parent[key])
+        data = dump(parent[key])
         digest = ref_digest(data)
         refs[digest] = data
         parent[key] = _REF + digest.hex()
@@ -96,7 +106,7 @@ def pack(
         metadata = outputs.get("metadata")
         if isinstance(metadata, dict) and metadata.get("inputs_digest") == inputs_digest:
             metadata["inputs_digest"] = _DIGEST
-    return compress(canonical(document)), refs
+    return compress(dump(document)), refs
 
 
 def _ref_slots(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, bytes]]:
@@ -110,16 +120,16 @@ def _ref_slots(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, 
 
 def ref_digests(body: bytes) -> list[bytes]:
     """The refs a packed body names (for exports that resolve them in bulk)."""
-    return [digest for _, _, digest in _ref_slots(json.loads(decompress(body)))]
+    return [digest for _, _, digest in _ref_slots(orjson.loads(decompress(body)))]
 
 
 def unpack(
     body: bytes, decision_id: str, inputs_digest: str, resolve: Callable[[bytes], bytes]
 ) -> dict[str, Any]:
     """The document :func:`pack` was given; ``resolve(digest)`` returns a compressed ref."""
-    document = json.loads(decompress(body))
+    document = orjson.loads(decompress(body))
     for parent, key, digest in list(_ref_slots(document)):
-        parent[key] = json.loads(decompress(resolve(digest)))
+        parent[key] = orjson.loads(decompress(resolve(digest)))
     outputs = document.get("o")
     if isinstance(outputs, dict):
         if outputs.get("decision_id") == _ID:
