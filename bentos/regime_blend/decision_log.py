@@ -322,7 +322,7 @@ class DecisionLog:
             logger.error("the decision log writer takes connections from the pool: %s", error)
             return None
 
-    def _commit(self, group: list[_Item], kept: Connection | None = None) -> None:
+    def _commit(self, group: list[_Item], kept: Connection | None) -> None:
         """Write ``group`` in one transaction; never raises (the writer must survive)."""
         # a request cancelled meanwhile (timeout, disconnect) has cancelled its future
         live = [item for item in group if item.future.set_running_or_notify_cancel()]

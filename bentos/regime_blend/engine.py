@@ -7,7 +7,6 @@ portfolio state, decision log) and turns a :class:`PredictRequest` into a logged
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bentos.regime_blend.market import MarketSource, Snapshot
 from bentos.regime_blend.metrics import record_decision, record_stages
 from bentos.regime_blend.pool import SpecialistPool
 from bentos.regime_blend.portfolio import Fill, Portfolio
-from bentos.regime_blend.render import canonical_json, decision_inputs, render_response
+from bentos.regime_blend.render import decision_inputs, inputs_digest, render_response
 from bentos.regime_blend.schemas import (
     DecisionResponse,
     PortfolioResponse,
@@ -135,7 +134,7 @@ class BlendEngine:
             inputs = decision_inputs(
                 request, snapshot, decision, portfolio, portfolio_source, models, self.settings
             )
-            digest = hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+            digest = inputs_digest(inputs)
             response = render_response(
                 str(uuid.uuid4()),
                 decision,

@@ -7,6 +7,7 @@ explanation, and the canonical inputs whose sha256 is the decision's ``inputs_di
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,11 @@ from training_hooks.specialist.runtime import ACTIONS
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces): what the inputs digest is taken over."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def inputs_digest(inputs: dict[str, Any]) -> str:
+    """A decision's ``inputs_digest``: the hex sha256 of its inputs' canonical JSON."""
+    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
 
 
 def decision_inputs(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import insert
+from sqlalchemy.exc import OperationalError
 
 from bentos.regime_blend.blending import (
     NoSpecialistError,
@@ -37,7 +38,7 @@ from bentos.regime_blend.decision_log import (
     Entry,
 )
 from bentos.regime_blend.portfolio import Fill, Portfolio, Position
-from bentos.regime_blend.render import canonical_json
+from bentos.regime_blend.render import inputs_digest
 from bentos.regime_blend.risk import check_trade
 from bentos.regime_blend.settings import BlendSettings, RiskLimits
 from bentos.regime_blend.sizing import budget_quantity, seed_quantity
@@ -526,7 +527,7 @@ def test_a_packed_decision_unpacks_to_the_values_that_went_in() -> None:
         "models": models,
         "risk_check": True,
     }
-    digest = hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+    digest = inputs_digest(inputs)
     decision_id = str(uuid.uuid4())
     outputs = {"decision_id": decision_id, "metadata": {"inputs_digest": digest, "models": models}}
     document = {"i": inputs, "o": outputs, "m": models, "a": "2018-01-02T00:00:00"}
@@ -536,7 +537,7 @@ def test_a_packed_decision_unpacks_to_the_values_that_went_in() -> None:
     restored = codec.unpack(body, decision_id, digest, stored.__getitem__)
 
     assert restored == document
-    assert hashlib.sha256(canonical_json(restored["i"]).encode()).hexdigest() == digest
+    assert inputs_digest(restored["i"]) == digest
     assert len(refs) == 4  # features, policy, portfolio, and the models once for three places
     assert decision_id.encode() not in codec.decompress(body)  # a column, not in the body
 
@@ -575,6 +576,30 @@ def test_a_group_that_fails_to_commit_leaves_the_writer_working(tmp_path: Path) 
     finally:
         log.close()
         log.db.close()
+
+
+def test_a_writer_without_its_own_connection_commits_through_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the writer cannot keep a connection when it starts, it says so and every group
+    takes one from the pool: decisions are still committed."""
+
+    def unavailable(db: StateDatabase) -> None:
+        raise OperationalError("connect", {}, sqlite3.OperationalError("unable to open"))
+
+    monkeypatch.setattr(StateDatabase, "keep_write_connection", unavailable)
+    with caplog.at_level(logging.ERROR, logger="tradeserve.regime_blend"):
+        log = DecisionLog(state_db(tmp_path))
+        try:
+            asyncio.run(log.append(record(1)))
+            asyncio.run(log.append(record(2)))
+            assert [log.get(record(i).decision_id) for i in (1, 2)] == [record(1), record(2)]
+        finally:
+            log.close()
+            log.db.close()
+    assert "takes connections from the pool: (sqlite3.OperationalError) unable to open" in (
+        caplog.text
+    )
 
 
 def test_acknowledged_decisions_survive_a_killed_process(tmp_path: Path) -> None:

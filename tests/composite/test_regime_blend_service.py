@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentos.regime_blend.render import canonical_json
 from harness.bento import REPO_ROOT, BentoServer
 from harness.metrics import sample_totals
 from registry.families import SPECIALIST_ROLES, specialist_name
@@ -370,8 +369,9 @@ def test_every_decision_is_logged_with_inputs_outputs_and_models(
     logged = httpx.get(f"{blend_server.url}/api/v1/decisions/{body['decision_id']}").json()
     assert logged["outputs"] == body
     assert logged["inputs_digest"] == body["metadata"]["inputs_digest"]
-    restored = hashlib.sha256(canonical_json(logged["inputs"]).encode()).hexdigest()
-    assert restored == logged["inputs_digest"]  # the inputs come back exactly as they went in
+    # the inputs come back exactly as they went in: hashed as the README tells a client to
+    canonical = json.dumps(logged["inputs"], sort_keys=True, separators=(",", ":"))
+    assert hashlib.sha256(canonical.encode()).hexdigest() == logged["inputs_digest"]
     assert logged["inputs"]["features"] and logged["inputs"]["regime"]
     assert [m["name"] for m in logged["models"]] == [m["name"] for m in body["metadata"]["models"]]
     assert httpx.get(f"{blend_server.url}/api/v1/decisions/nope").status_code == 404

@@ -143,7 +143,7 @@ class StateDatabase:
         thread's own: :meth:`keep_write_connection`) or else on one from the pool."""
         lock = self._write_lock.held() if self._write_lock else contextlib.nullcontext(True)
         source = contextlib.nullcontext(kept) if kept is not None else self._write_connection()
-        with lock, source as connection, connection.begin():
+        with source as connection, lock, connection.begin():
             yield connection
         if self.path is not None:
             sync_wal(self.path)  # committed, the locks released: now durable
@@ -157,17 +157,14 @@ class StateDatabase:
         is no server that could drop a kept connection. On PostgreSQL each transaction takes
         one from the pool, which pings one that sat idle (``ping_when_idle``).
         """
-        if self.is_postgres:
-            return None
+        return None if self.is_postgres else self._write_connection()
+
+    def _write_connection(self) -> Connection:
+        """A connection whose transactions write (on SQLite they begin ``IMMEDIATE``); closed
+        when used as a context manager."""
         connection = self.engine.connect()
         connection.execution_options(tradeserve_write=True)
         return connection
-
-    @contextlib.contextmanager
-    def _write_connection(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection.execution_options(tradeserve_write=True)
-            yield connection
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -204,8 +201,7 @@ class StateDatabase:
         """Bring the schema to the newest revision (one process at a time)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.exclusive("migrate"), self.engine.connect() as connection:
-            connection.execution_options(tradeserve_write=True)
+        with self.exclusive("migrate"), self._write_connection() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()
