@@ -12,6 +12,7 @@ plan says which replaced which so responses can report it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -66,7 +67,7 @@ class WeightMapping(BaseModel):
                 raise ValueError(f"unknown regime(s) {sorted(unknown)} for specialist '{role}'")
             if any(value < 0 for value in row.values()):
                 raise ValueError(f"negative coefficient for specialist '{role}'")
-        if self.floor == 0 and not self.matrix().sum(axis=1).all():
+        if self.floor == 0 and not self.matrix.sum(axis=1).all():
             raise ValueError("every regime must give weight to some specialist when floor = 0")
         return self
 
@@ -74,18 +75,22 @@ class WeightMapping(BaseModel):
     def roles(self) -> tuple[str, ...]:
         return tuple(self.coefficients)
 
+    @functools.cached_property
     def matrix(self) -> np.ndarray:
-        """Coefficients as ``[regime, specialist]`` in REGIME_LABELS × roles order."""
-        return np.array(
+        """Coefficients as ``[regime, specialist]`` in REGIME_LABELS × roles order (built
+        once: every decision multiplies by it; read-only)."""
+        matrix = np.array(
             [
                 [self.coefficients[role].get(label, 0.0) for role in self.roles]
                 for label in REGIME_LABELS
             ]
         )
+        matrix.setflags(write=False)
+        return matrix
 
     def weights(self, regime: np.ndarray) -> np.ndarray:
         """Strategy weights ``[..., S]`` for regime probabilities ``[..., 3]``."""
-        raw = np.asarray(regime, dtype=np.float64) @ self.matrix() + self.floor
+        raw = np.asarray(regime, dtype=np.float64) @ self.matrix + self.floor
         return raw / raw.sum(axis=-1, keepdims=True)
 
 

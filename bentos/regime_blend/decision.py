@@ -79,7 +79,7 @@ def decide(
     regime = np.asarray(regime, dtype=np.float64)
     weights = policy.mapping.weights(regime)
     entropy = float(entropy_nats(regime))
-    entropy_norm = float(normalized_entropy(regime))
+    entropy_norm = float(normalized_entropy(regime, nats=entropy))
     chosen = blend(mode, weights, probabilities, plan, policy.mapping.roles)
     book = portfolio.marked(symbol, price)
     if mode == "argmax":

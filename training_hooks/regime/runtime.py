@@ -79,13 +79,16 @@ def entropy_nats(p: np.ndarray | Sequence[float]) -> np.ndarray | float:
     return float(result) if result.ndim == 0 else result
 
 
-def normalized_entropy(p: np.ndarray | Sequence[float]) -> np.ndarray | float:
-    """Entropy divided by ln K, in [0, 1] (K = number of states)."""
+def normalized_entropy(
+    p: np.ndarray | Sequence[float], nats: np.ndarray | float | None = None
+) -> np.ndarray | float:
+    """Entropy divided by ln K, in [0, 1] (K = number of states); ``nats``: the entropy of
+    ``p`` when the caller has it already."""
     probs = np.asarray(p, dtype=np.float64)
     k = probs.shape[-1]
     if k < 2:
         return 0.0 if probs.ndim == 1 else np.zeros(probs.shape[:-1])
-    return entropy_nats(probs) / math.log(k)
+    return (entropy_nats(probs) if nats is None else nats) / math.log(k)
 
 
 class RegimeRuntime:
