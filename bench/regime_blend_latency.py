@@ -228,14 +228,17 @@ def run_load(servers: list[BentoServer], mode: str, bodies: Path, args: argparse
         out.unlink()
     result = merge_runs(runs)
     by_role: dict[str, float] = {}
+    by_worker: dict[str, list[float]] = {}  # shows a worker left idle (its peer took the load)
     for pid, seconds in cpu.items():
         by_role[pids[pid]] = by_role.get(pids[pid], 0.0) + seconds
+        by_worker.setdefault(pids[pid], []).append(round(seconds / elapsed, 2))
     served = max(result["ok"], 1)
     server_cpu = sum(by_role.values())
     loadgen_cpu = result.get("loadgen_cpu_s") or 0.0
     result["cpu"] = {
         "server_cores": round(server_cpu / elapsed, 2),
         "by_process_cores": {role: round(s / elapsed, 2) for role, s in by_role.items()},
+        "by_worker_cores": {role: sorted(c, reverse=True) for role, c in by_worker.items()},
         "server_cpu_ms_per_request": round(server_cpu / served * 1000, 2),
         "machine_busy_cores": round(busy / elapsed, 2),
         "loadgen_cores": round(loadgen_cpu / elapsed, 2),
@@ -347,10 +350,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"**{name}** (measured {scenario.get('when', result['when'])}) — stage means "
             "(ms, open loop): "
             + ", ".join(f"{k} {v}" for k, v in openl["stage_ms"].items())
-            + "; server CPU by process (cores, open / closed): "
+            + "; server CPU by process (cores, open / closed, closed per worker): "
             + ", ".join(
                 f"{role} {openl['cpu']['by_process_cores'].get(role, 0)} / "
                 f"{closed['cpu']['by_process_cores'].get(role, 0)}"
+                f" ({' + '.join(map(str, closed['cpu'].get('by_worker_cores', {}).get(role, [])))})"
                 for role in ("RegimeBlend", "Specialists")
             )
             + ". Targets: "
