@@ -1,4 +1,5 @@
-"""Apply the shared request protections (size limit, optional API key) to a service."""
+"""Apply the shared request protections (size limit, optional API key) and connection
+recycling to a service."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from typing import TypeVar
 
 from bentos.shared.auth import ApiKeyMiddleware
+from bentos.shared.connections import RecycleConnectionsMiddleware
 from bentos.shared.limits import RequestSizeLimitMiddleware
 from bentos.shared.malformed import MissingBoundaryMiddleware
 from bentos.shared.settings import get_serving_settings
@@ -18,9 +20,12 @@ _CLIENT_TOKEN_ENV = "BENTO_CLOUD_API_KEY"
 
 
 def protect(service: S) -> S:
-    """Add the size limit, the multipart check and, when ``TRADESERVE_API_KEY`` is set,
-    API-key auth."""
+    """Add the size limit, the multipart check, connection recycling and, when
+    ``TRADESERVE_API_KEY`` is set, API-key auth."""
     settings = get_serving_settings()
+    service.add_asgi_middleware(  # type: ignore[attr-defined]
+        RecycleConnectionsMiddleware, max_requests=settings.max_requests_per_connection
+    )
     service.add_asgi_middleware(MissingBoundaryMiddleware)  # type: ignore[attr-defined]
     service.add_asgi_middleware(  # type: ignore[attr-defined]
         RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes

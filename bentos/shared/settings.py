@@ -75,6 +75,12 @@ class ServingSettings(BaseSettings):
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, description="Larger request bodies get 413."
     )
+    max_requests_per_connection: int = Field(
+        default=100,
+        ge=0,
+        description="A keep-alive connection is closed after this many responses (0: never), "
+        "so that clients reconnect to whichever worker is free (bentos.shared.connections).",
+    )
 
 
 @lru_cache(maxsize=1)
