@@ -24,13 +24,15 @@ class RecycleConnectionsMiddleware:
     """Ask the client to close its connection with the ``max_requests``-th response."""
 
     def __init__(self, app: ASGIApp, max_requests: int):
+        if max_requests < 1:
+            raise ValueError(f"max_requests must be at least 1, not {max_requests}")
         self.app = app
         self.max_requests = max_requests
         self._served: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
-        if scope["type"] != "http" or not client or self.max_requests <= 0:
+        if scope["type"] != "http" or not client:
             await self.app(scope, receive, send)
             return
         key = (client[0], client[1])

@@ -23,9 +23,10 @@ def protect(service: S) -> S:
     """Add the size limit, the multipart check, connection recycling and, when
     ``TRADESERVE_API_KEY`` is set, API-key auth."""
     settings = get_serving_settings()
-    service.add_asgi_middleware(  # type: ignore[attr-defined]
-        RecycleConnectionsMiddleware, max_requests=settings.max_requests_per_connection
-    )
+    if settings.max_requests_per_connection > 0:  # 0: connections are never recycled
+        service.add_asgi_middleware(  # type: ignore[attr-defined]
+            RecycleConnectionsMiddleware, max_requests=settings.max_requests_per_connection
+        )
     service.add_asgi_middleware(MissingBoundaryMiddleware)  # type: ignore[attr-defined]
     service.add_asgi_middleware(  # type: ignore[attr-defined]
         RequestSizeLimitMiddleware, max_bytes=settings.max_request_bytes

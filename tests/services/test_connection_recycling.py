@@ -38,7 +38,7 @@ def models_request(port: int) -> bytes:
 def test_a_connection_is_closed_with_its_last_allowed_response(
     recycling_server: BentoServer,
 ) -> None:
-    port = int(recycling_server.url.rsplit(":", 1)[1])
+    port = recycling_server.port
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         answers = []
         for _ in range(MAX_REQUESTS):
@@ -53,8 +53,7 @@ def test_a_connection_is_closed_with_its_last_allowed_response(
 
 
 def test_clients_reconnect_and_every_request_is_answered(recycling_server: BentoServer) -> None:
-    port = int(recycling_server.url.rsplit(":", 1)[1])
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    client = http.client.HTTPConnection("127.0.0.1", recycling_server.port, timeout=30)
     local_ports = []
     for _ in range(3 * MAX_REQUESTS):
         client.request("POST", "/models", body=b"{}", headers={"Content-Type": "application/json"})
