@@ -225,7 +225,10 @@ def _decide_in_order(
             continue
         guess = guesses.get(index)
         try:
-            decided = guess if guess is not None and guess.book == book else _decide(build, book)
+            if guess is not None and (guess.book is book or guess.book == book):
+                decided = guess
+            else:
+                decided = _decide(build, book)
         except Exception as error:  # this request's error (4xx/5xx), not the group's
             results[index] = error
             continue

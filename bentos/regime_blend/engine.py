@@ -25,12 +25,16 @@ from bentos.regime_blend.market import MarketSource, Snapshot
 from bentos.regime_blend.metrics import record_decision, record_stages
 from bentos.regime_blend.pool import SpecialistPool
 from bentos.regime_blend.portfolio import Fill, Portfolio
-from bentos.regime_blend.render import decision_inputs, inputs_digest, render_response
+from bentos.regime_blend.render import (
+    SharedInputs,
+    decision_inputs,
+    inputs_digest,
+    render_response,
+)
 from bentos.regime_blend.schemas import (
     DecisionResponse,
     PortfolioResponse,
     PredictRequest,
-    UsedModel,
 )
 from bentos.regime_blend.settings import NATIVE_MODES, BlendSettings, RouteModes
 from bentos.regime_blend.state.portfolio_store import PortfolioStore, Reservation
@@ -66,6 +70,7 @@ class BlendEngine:
     ) -> None:
         self.settings = settings
         self.policy = DecisionPolicy.from_settings(settings)
+        self.shared = SharedInputs(settings)
         self.regime_models = regime
         self.pool = pool
         self.market = market
@@ -112,10 +117,9 @@ class BlendEngine:
             raise UnknownOverrideError(request.strategy_override or "") from None
         answers = await self.pool.act(plan.needed, snapshot.features)
         stages["specialists"], mark = _lap(mark)
-        models = [
-            UsedModel(role="regime", **snapshot.detector.model_dump()),
-            *(UsedModel(role=role, **ref.model_dump()) for role, (_, ref) in answers.items()),
-        ]
+        used = self.shared.models(
+            snapshot.detector, {role: ref for role, (_, ref) in answers.items()}
+        )
 
         def made(portfolio: Portfolio, portfolio_source: str) -> Checked[tuple[Any, str]]:
             """The decision on ``portfolio``, its log entry and the trade it reserves."""
@@ -131,17 +135,17 @@ class BlendEngine:
                 sector=request.sector,
                 risk_check=request.risk_check,
             )
-            inputs = decision_inputs(
-                request, snapshot, decision, portfolio, portfolio_source, models, self.settings
+            inputs, parts = decision_inputs(
+                request, snapshot, decision, portfolio, portfolio_source, used, self.shared
             )
-            digest = inputs_digest(inputs)
+            digest = inputs_digest(inputs, parts)
             response = render_response(
                 str(uuid.uuid4()),
                 decision,
                 snapshot,
                 answers,
                 roles=self.policy.mapping.roles,
-                models=models,
+                models=used.models,
                 portfolio_source=portfolio_source,
                 digest=digest,
                 latency_ms=(time.perf_counter() - started) * 1000.0,

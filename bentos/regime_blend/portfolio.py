@@ -8,7 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bentos.regime_blend.bounds import (
     MAX_MONEY,
@@ -35,6 +42,8 @@ def valid_symbol(symbol: str) -> str:
 class Position(BaseModel):
     """A holding (negative quantity = short) marked at ``price``."""
 
+    model_config = ConfigDict(frozen=True)
+
     quantity: Shares = Field(description="Shares held; negative for a short position")
     price: Price = Field(description="Mark price of one share")
     sector: Sector | None = None
@@ -51,7 +60,10 @@ class Position(BaseModel):
 
 
 class Portfolio(BaseModel):
-    """What the risk checks see."""
+    """What the risk checks see. Never changed in place (a fill makes a new one), so a
+    portfolio's dump can be kept with it (``render.SharedInputs``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     cash: Money = Field(description="Cash balance (may be negative: borrowed)")
     positions: dict[str, Position] = Field(default_factory=dict, max_length=MAX_POSITIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from bentos.regime_blend.decision_log import (
     Entry,
 )
 from bentos.regime_blend.portfolio import Fill, Portfolio, Position
-from bentos.regime_blend.render import inputs_digest
+from bentos.regime_blend.render import SharedInputs, inputs_digest
 from bentos.regime_blend.risk import check_trade
 from bentos.regime_blend.settings import BlendSettings, RiskLimits
 from bentos.regime_blend.sizing import budget_quantity, seed_quantity
@@ -52,6 +53,7 @@ from bentos.regime_blend.state.portfolio_store import (
 )
 from bentos.regime_blend.state.retention import export_and_prune, log_size
 from bentos.regime_blend.state.tables import decision_refs
+from bentos.shared.lineage import ModelRef
 from harness.bento import REPO_ROOT
 from harness.wait import wait_until
 
@@ -540,6 +542,56 @@ def test_a_packed_decision_unpacks_to_the_values_that_went_in() -> None:
     assert inputs_digest(restored["i"]) == digest
     assert len(refs) == 4  # features, policy, portfolio, and the models once for three places
     assert decision_id.encode() not in codec.decompress(body)  # a column, not in the body
+
+
+SHARED_KEYS = ("models", "policy", "portfolio")
+
+
+@pytest.mark.parametrize(
+    "spliced",
+    [(), SHARED_KEYS, ("as_of",), ("timestamp",), ("as_of", "policy", "timestamp"), ("features",)],
+)
+def test_shared_parts_spliced_into_the_inputs_give_the_digest_of_their_json(
+    spliced: tuple[str, ...],
+) -> None:
+    """A client hashes the logged inputs with ``json.dumps``; the service writes the parts
+    many decisions share once and splices them in: the same bytes, so the same digest, for
+    every book (a memo kept for the last book must not answer for another one)."""
+    shared = SharedInputs(BlendSettings(sectors={"SPX": "énergie"}))  # escaped as json does
+    detector = ModelRef(name="regime-detector", version="3")
+    specialists = {"bull": ModelRef(name="specialist-bull", version="1", alias="champion")}
+    held = Position(quantity=3, price=2699.5, sector="a,1e-07]")  # a number inside text
+    book = Portfolio(cash=1e6, positions={"SPX": held}, day_start_equity=1e6)
+    for portfolio in (book, book, book.after_fill("SPX", 1, 2700.25), book):
+        used = shared.models(detector, specialists)
+        dumped_book, book_json = shared.portfolio(portfolio)
+        inputs = {
+            "as_of": "2018-01-02T00:00:00",
+            "features": {"tiny": 3.2e-05, "smaller": 1e-07, "huge": 1e16},
+            "models": used.dumped,
+            "policy": shared.policy,
+            "portfolio": dumped_book,
+            "sector": "énergie",
+            "timestamp": None,
+        }
+        assert dumped_book == portfolio.model_dump(mode="json")
+        assert used.dumped == [
+            {"role": "regime", "name": "regime-detector", "version": "3", "alias": None},
+            {"role": "bull", "name": "specialist-bull", "version": "1", "alias": "champion"},
+        ]
+        assert used.dumped == [model.model_dump() for model in used.models]
+        shared_json = {"models": used.json, "policy": shared.policy_json, "portfolio": book_json}
+        parts = {
+            key: shared_json[key] if key in shared_json else canonical(inputs[key])
+            for key in spliced
+        }
+        expected = hashlib.sha256(canonical(inputs).encode()).hexdigest()
+        assert inputs_digest(inputs, parts) == expected
+
+
+def canonical(value: object) -> str:
+    """What the README tells a client to hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:

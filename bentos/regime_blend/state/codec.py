@@ -68,8 +68,13 @@ def dump(value: Any) -> bytes:
     return orjson.dumps(value, default=str, option=_DUMP_OPTIONS)
 
 
+# a compressor primed with the dictionary, copied for each body: priming one hashes the whole
+# dictionary, which costs more than compressing a decision (the same bytes come out)
+_PRIMED = zlib.compressobj(level=6, zdict=_ZDICT)
+
+
 def compress(data: bytes) -> bytes:
-    packer = zlib.compressobj(level=6, zdict=_ZDICT)
+    packer = _PRIMED.copy()
     return bytes([FORMAT]) + packer.compress(data) + packer.flush()
 
 
@@ -91,13 +96,17 @@ def pack(
     compressed: most refs are stored already, and only a new one is worth compressing)."""
     document = _copy_paths(document)
     refs: dict[bytes, bytes] = {}
+    seen: dict[int, bytes] = {}  # one object in several places (the models) is dumped once
     for path in REF_PATHS:
         parent, key = _parent(document, path)
-        if parent is None or not isinstance(parent.get(key), dict | list) or not parent[key]:
+        value = None if parent is None else parent.get(key)
+        if not isinstance(value, dict | list) or not value:
             continue
-        data = dump(parent[key])
-        digest = ref_digest(data)
-        refs[digest] = data
+        digest = seen.get(id(value))
+        if digest is None:
+            data = dump(value)
+            digest = seen[id(value)] = ref_digest(data)
+            refs[digest] = data
         parent[key] = _REF + digest.hex()
     outputs = document.get("o")
     if isinstance(outputs, dict):
