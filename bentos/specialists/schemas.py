@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field
 
 from bentos.shared.lineage import ModelRef
 
@@ -14,18 +13,9 @@ Role = Literal["bull", "bear", "sideways", "universal"]
 # float32's range (3.4e38) would overflow the network into NaN probabilities.
 MAX_ABS_FEATURE = 1e15
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("observation contains NaN or inf")
-    return value
-
-
-Feature = Annotated[
-    float,
-    BeforeValidator(_finite),
-    Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE, allow_inf_nan=False),
-]
+# checked by pydantic-core, not a Python validator per number: the composite builds these
+# for every decision and the Specialists service validates them again
+Feature = Annotated[float, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE, allow_inf_nan=False)]
 
 
 class ObservationTask(BaseModel):
