@@ -53,6 +53,7 @@ from registry.errors import TradeserveError
 logger = logging.getLogger("tradeserve.regime_blend")
 MAX_GROUP = 256
 REF_TOUCH_US = 3600 * 1_000_000  # a ref's last use is refreshed at most hourly per process
+KNOWN_REFS = 65_536  # digests a writer remembers per kind (stored, met once); ~18 MB in all
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
@@ -116,9 +117,9 @@ class Packed:
     refs: dict[bytes, bytes]
 
     @classmethod
-    def of(cls, entry: Entry) -> Packed:
+    def of(cls, entry: Entry, refs: KnownRefs) -> Packed:
         document = {"i": entry.inputs, "o": entry.outputs, "m": entry.models, "a": entry.as_of}
-        body, refs = codec.pack(document, entry.decision_id, entry.inputs_digest)
+        body, used = codec.pack(document, entry.decision_id, entry.inputs_digest, refs.shared)
         row = {
             "decision_id": entry.decision_id,
             "created_us": to_us(entry.created_at),
@@ -128,7 +129,40 @@ class Packed:
             "inputs_digest": bytes.fromhex(entry.inputs_digest),
             "body": body,
         }
-        return cls(row, refs)
+        return cls(row, used)
+
+
+class KnownRefs:
+    """What a writer knows of the refs (``codec``): those it stored, with when it last
+    refreshed their use, and the parts it met once. A part is stored as a ref from its
+    second use on: a part used once (a bar replayed once, a book that changed) stays in its
+    decision's body, which costs less than a ref row and a compression of its own."""
+
+    def __init__(self, limit: int = KNOWN_REFS) -> None:
+        self.limit = limit
+        self._touched: OrderedDict[bytes, int] = OrderedDict()
+        self._met: OrderedDict[bytes, None] = OrderedDict()
+
+    def shared(self, digest: bytes) -> bool:
+        """Whether the part ``digest`` is to be a ref (stored, or met before); meets it."""
+        if digest in self._touched or digest in self._met:
+            return True
+        self._met[digest] = None
+        if len(self._met) > self.limit:
+            self._met.popitem(last=False)
+        return False
+
+    def stale(self, digest: bytes, now: int) -> bool:
+        """Whether ref ``digest`` is to be written: new here, or its last use is old."""
+        return now - self._touched.get(digest, -REF_TOUCH_US) >= REF_TOUCH_US
+
+    def stored(self, digests: list[bytes], now: int) -> None:
+        """Record refs written (or their use refreshed) by a committed transaction."""
+        for digest in digests:
+            self._touched[digest] = now
+            self._touched.move_to_end(digest)
+        while len(self._touched) > self.limit:
+            self._touched.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -141,11 +175,13 @@ class _Decided:
     after: Portfolio
 
 
-def _decide(build: Callable[[Portfolio], Checked[Any]], book: Portfolio) -> _Decided:
+def _decide(
+    build: Callable[[Portfolio], Checked[Any]], book: Portfolio, refs: KnownRefs
+) -> _Decided:
     """``build`` on ``book``, packed, and the book with its trade reserved (raises the
     request's own error)."""
     checked = build(book)
-    row = Packed.of(checked.entry)
+    row = Packed.of(checked.entry, refs)
     trade = checked.reservation
     after = (
         book
@@ -155,11 +191,11 @@ def _decide(build: Callable[[Portfolio], Checked[Any]], book: Portfolio) -> _Dec
     return _Decided(book, checked, row, after)
 
 
-def _guess(live: list[_Item]) -> dict[int, _Decided]:
+def _guess(live: list[_Item], refs: KnownRefs) -> dict[int, _Decided]:
     """The checked items decided ahead of the transaction on their portfolio's book as this
     process last committed it (``PortfolioStore.last_book``). In the transaction a guess is
     used only if its book is the book read there; else the item is decided again."""
-    checks = _decide_in_order(live, {}, lambda store: store.last_book)
+    checks = _decide_in_order(live, {}, lambda store: store.last_book, refs)
     return {i: r for i, r in checks.results.items() if isinstance(r, _Decided)}
 
 
@@ -184,6 +220,7 @@ def _check_all(
     live: list[_Item],
     guesses: dict[int, _Decided],
     now: int,
+    refs: KnownRefs,
     *,
     lock: bool,
 ) -> _Checks:
@@ -196,13 +233,14 @@ def _check_all(
         except PortfolioBoundsError as error:
             return error
 
-    return _decide_in_order(live, guesses, book_of)
+    return _decide_in_order(live, guesses, book_of, refs)
 
 
 def _decide_in_order(
     live: list[_Item],
     guesses: dict[int, _Decided],
     book_of: Callable[[PortfolioStore], Portfolio | BaseException | None],
+    refs: KnownRefs,
 ) -> _Checks:
     """Decide the checked items of ``live`` in order, each on its portfolio's book (from
     ``book_of``, asked once per store; None: not decided) as the ones before it left it; a
@@ -228,7 +266,7 @@ def _decide_in_order(
             if guess is not None and (guess.book is book or guess.book == book):
                 decided = guess
             else:
-                decided = _decide(build, book)
+                decided = _decide(build, book, refs)
         except Exception as error:  # this request's error (4xx/5xx), not the group's
             results[index] = error
             continue
@@ -253,7 +291,7 @@ class DecisionLog:
     def __init__(self, db: StateDatabase) -> None:
         self.db = db
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._touched: OrderedDict[bytes, int] = OrderedDict()
+        self._refs = KnownRefs()
         self._writer = threading.Thread(target=self._write_loop, name="decision-log", daemon=True)
         self._writer.start()
 
@@ -338,10 +376,10 @@ class DecisionLog:
         for index, item in enumerate(live):
             if item.entry is not None:
                 try:
-                    packed[index] = Packed.of(item.entry)
+                    packed[index] = Packed.of(item.entry, self._refs)
                 except Exception as error:  # this request's error, not the group's
                     outcomes[index] = error
-        guesses = _guess(live)
+        guesses = _guess(live, self._refs)
         ahead = [*packed.values(), *(guess.row for guess in guesses.values())]
         compressed = self._compress_new_refs(ahead, now_us())
         try:
@@ -357,11 +395,7 @@ class DecisionLog:
             return
         for store, book in books:
             store.last_book = book
-        for digest in touched:  # only once committed: a cached ref is a stored ref
-            self._touched[digest] = now
-            self._touched.move_to_end(digest)
-        while len(self._touched) > 65_536:
-            self._touched.popitem(last=False)
+        self._refs.stored(touched, now)  # only once committed: a known ref is a stored ref
         for index, item in enumerate(live):
             outcome = outcomes.get(index)
             if isinstance(outcome, BaseException):
@@ -388,10 +422,10 @@ class DecisionLog:
         checked again under the lock, where each decision made on that same book is kept.
         """
         locked = not self.db.is_postgres
-        checks = _check_all(connection, live, guesses, now, lock=locked)
+        checks = _check_all(connection, live, guesses, now, self._refs, lock=locked)
         if not locked and checks.reserves:
             made = {i: r for i, r in checks.results.items() if isinstance(r, _Decided)}
-            checks = _check_all(connection, live, made, now, lock=True)
+            checks = _check_all(connection, live, made, now, self._refs, lock=True)
         rows = []
         reserved: dict[int, tuple[PortfolioStore, list[tuple[str, Reservation]]]] = {}
         for index, item in enumerate(live):
@@ -414,17 +448,13 @@ class DecisionLog:
             store.reserve(connection, trades, now)
         return rows, checks.books
 
-    def _stale(self, digest: bytes, now: int) -> bool:
-        """Whether ref ``digest`` is to be written: new here, or its last use is old."""
-        return now - self._touched.get(digest, -REF_TOUCH_US) >= REF_TOUCH_US
-
     def _compress_new_refs(self, packed: list[Packed], now: int) -> dict[bytes, bytes]:
         """The refs of ``packed`` that are to be written, compressed ahead of the lock."""
         return {
             digest: codec.compress(data)
             for one in packed
             for digest, data in one.refs.items()
-            if self._stale(digest, now)
+            if self._refs.stale(digest, now)
         }
 
     def _insert(
@@ -435,7 +465,7 @@ class DecisionLog:
         if not packed:
             return []
         refs = {digest: data for one in packed for digest, data in one.refs.items()}
-        stale = sorted(d for d in refs if self._stale(d, now))
+        stale = sorted(d for d in refs if self._refs.stale(d, now))
         if stale:  # sorted: concurrent writers lock ref rows in one order (no deadlock)
             run(
                 connection,

@@ -608,10 +608,37 @@ def test_decision_log_commits_concurrent_appends(tmp_path: Path) -> None:
         assert again.get(record(7).decision_id) == record(7)
         assert again.get("missing") is None
         assert log_size(again.db)[0] == 300
-        with sqlite3.connect(tmp_path / "state.db") as raw:  # shared parts stored once
-            assert raw.execute("SELECT count(*) FROM decision_refs").fetchone()[0] == 302
+        with sqlite3.connect(tmp_path / "state.db") as raw:
+            # the two model lists every record shares are refs; each one's features stay in it
+            assert raw.execute("SELECT count(*) FROM decision_refs").fetchone()[0] == 2
     finally:
         again.close()
+
+
+def test_a_part_is_stored_once_as_a_ref_from_its_second_use_on(tmp_path: Path) -> None:
+    """A part met once stays in its decision's body; from its second use on it is a ref,
+    stored once; every decision reads back as it went in."""
+    log = DecisionLog(state_db(tmp_path))
+    records = [
+        one.model_copy(update={"inputs": {**one.inputs, "features": {"x": 0.5}}})
+        for one in map(record, range(3))
+    ]
+    try:
+        for one in records:  # one at a time: one transaction each
+            asyncio.run(log.append(one))
+        assert [log.get(one.decision_id) for one in records] == records
+        with sqlite3.connect(tmp_path / "state.db") as raw:
+            bodies = [
+                codec.decompress(body)
+                for (body,) in raw.execute("SELECT body FROM decisions ORDER BY created_us, rowid")
+            ]
+            refs = raw.execute("SELECT count(*) FROM decision_refs").fetchone()[0]
+    finally:
+        log.close()
+        log.db.close()
+    assert b'"features":{"x":0.5}' in bodies[0]
+    assert all(b'"features":"$ref:' in body and b"0.5" not in body for body in bodies[1:])
+    assert refs == 3  # the features and the two model lists
 
 
 def test_a_group_that_fails_to_commit_leaves_the_writer_working(tmp_path: Path) -> None:

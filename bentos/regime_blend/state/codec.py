@@ -3,10 +3,12 @@
 A decision is the document ``{"i": inputs, "o": outputs, "m": models, ...}``. Parts that
 many decisions share (the model versions, the policy, the portfolio, a bar's features, the
 specialists' answers on a bar) are cut out at :data:`REF_PATHS`, stored once as *refs* under
-the first 16 bytes of the sha256 of their JSON (:func:`dump`), and replaced by ``"$ref:<hex>"``;
-the decision id and inputs digest, which are columns, are replaced by markers. What is left
-is compressed with a preset dictionary of the keys every decision repeats (format byte
-:data:`FORMAT` first, so a later dictionary can be added beside this one). Unpacking restores
+the first 16 bytes of the sha256 of their JSON (:func:`dump`), and replaced by
+``"$ref:<hex>"``: from a part's second use on (the writer says which parts are shared; one
+used once stays in the body, where it costs less than a ref of its own). The decision id
+and inputs digest, which are columns, are replaced by markers. What is left is compressed
+with a preset dictionary of the keys every decision repeats (format byte :data:`FORMAT`
+first, so a later dictionary can be added beside this one). Unpacking restores
 exactly the JSON values that went in, so the inputs still hash to the inputs digest.
 
 The JSON here is orjson's (sorted keys, so equal parts get equal digests): storage, not the
@@ -90,24 +92,35 @@ def ref_digest(data: bytes) -> bytes:
 
 
 def pack(
-    document: dict[str, Any], decision_id: str, inputs_digest: str
+    document: dict[str, Any],
+    decision_id: str,
+    inputs_digest: str,
+    shared: Callable[[bytes], bool] = lambda digest: True,
 ) -> tuple[bytes, dict[bytes, bytes]]:
     """The decision's own body and the refs it uses (digest -> JSON, not yet
-    compressed: most refs are stored already, and only a new one is worth compressing)."""
+    compressed: most refs are stored already, and only a new one is worth compressing).
+    A part for which ``shared(digest)`` is false stays in the body (a part used once costs
+    less there than as a ref of its own)."""
     document = _copy_paths(document)
     refs: dict[bytes, bytes] = {}
-    seen: dict[int, bytes] = {}  # one object in several places (the models) is dumped once
+    seen: dict[int, bytes | None] = {}  # an object in several places (the models): asked once
     for path in REF_PATHS:
         parent, key = _parent(document, path)
         value = None if parent is None else parent.get(key)
         if not isinstance(value, dict | list) or not value:
             continue
-        digest = seen.get(id(value))
-        if digest is None:
+        if id(value) in seen:
+            digest = seen[id(value)]
+        else:
             data = dump(value)
-            digest = seen[id(value)] = ref_digest(data)
-            refs[digest] = data
-        parent[key] = _REF + digest.hex()
+            digest = ref_digest(data)
+            if shared(digest):
+                refs[digest] = data
+            else:
+                digest = None
+            seen[id(value)] = digest
+        if digest is not None:
+            parent[key] = _REF + digest.hex()
     outputs = document.get("o")
     if isinstance(outputs, dict):
         if outputs.get("decision_id") == decision_id:
