@@ -105,14 +105,14 @@ class SharedInputs:
     def __init__(self, settings: BlendSettings) -> None:
         self.policy = policy_inputs(settings)
         self.policy_json = canonical_json(self.policy)
-        self._models: dict[tuple[tuple[Any, ...], ...], UsedModels] = {}
+        self._models: dict[tuple[tuple[str, ModelRef], ...], UsedModels] = {}
         # by id, the object kept with it (so that its id cannot be another's meanwhile)
         self._portfolios: dict[int, tuple[Portfolio, dict[str, Any], str]] = {}
 
     def models(self, detector: ModelRef, specialists: Mapping[str, ModelRef]) -> UsedModels:
         """The regime detector's and the specialists' (by role) versions."""
         roles = {"regime": detector, **specialists}
-        key = tuple((role, *ref.__dict__.values()) for role, ref in roles.items())  # all fields
+        key = tuple(roles.items())  # a ModelRef is frozen: hashed and compared by its fields
         known = self._models.get(key)
         if known is None:
             models = [UsedModel(role=role, **ref.model_dump()) for role, ref in roles.items()]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelRef(BaseModel):
-    """A registered model version as served."""
+    """A registered model version as served (immutable, so hashable by its fields)."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str = Field(description="Registered model name")
     version: str = Field(description="Registered version number")
